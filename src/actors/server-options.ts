@@ -1,0 +1,25 @@
+// What the command line hands to the server actor.
+
+export type Listener =
+  | { kind: "tcp"; host?: string; port: number }
+  | { kind: "unix"; path: string }
+  | { kind: "stdio" }
+  /** systemd socket activation: fds 3 .. 3+LISTEN_FDS-1 */
+  | { kind: "activation"; fds: number[] };
+
+export interface ServerOptions {
+  listeners: Listener[];
+  /** -r: export read-only, whatever the plugin can do. */
+  readonly: boolean;
+  /** -e: the export name used when a client asks for "" (nbdkit's -e). */
+  exportName?: string;
+  /** -t: requests in flight per connection before reading pauses. */
+  threads: number;
+  /** --tls=off|on|require (TLS itself comes with the trust issue). */
+  tls: "off" | "on" | "require";
+  verbose: boolean;
+  /** Called once every listener accepts connections. */
+  onListening?: () => void;
+  /** Stop after the first connection closes (-s, --run wraps this itself). */
+  singleConnection?: boolean;
+}

@@ -1,0 +1,145 @@
+// Wire constants from NetworkBlockDevice/nbd doc/proto.md.
+
+export const NBDMAGIC = 0x4e42444d41474943n; // "NBDMAGIC"
+export const IHAVEOPT = 0x49484156454f5054n; // "IHAVEOPT"
+export const OPTION_REPLY_MAGIC = 0x3e889045565a9n;
+export const CLISERV_MAGIC = 0x00420281861253n; // oldstyle; unused by the server
+
+export const NBD_REQUEST_MAGIC = 0x25609513;
+export const NBD_SIMPLE_REPLY_MAGIC = 0x67446698;
+export const NBD_STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+
+// Handshake flags (server -> client, 16 bits).
+export const NBD_FLAG_FIXED_NEWSTYLE = 1 << 0;
+export const NBD_FLAG_NO_ZEROES = 1 << 1;
+// Client flags (client -> server, 32 bits).
+export const NBD_FLAG_C_FIXED_NEWSTYLE = 1 << 0;
+export const NBD_FLAG_C_NO_ZEROES = 1 << 1;
+
+// Transmission flags (16 bits).
+export const NBD_FLAG_HAS_FLAGS = 1 << 0;
+export const NBD_FLAG_READ_ONLY = 1 << 1;
+export const NBD_FLAG_SEND_FLUSH = 1 << 2;
+export const NBD_FLAG_SEND_FUA = 1 << 3;
+export const NBD_FLAG_ROTATIONAL = 1 << 4;
+export const NBD_FLAG_SEND_TRIM = 1 << 5;
+export const NBD_FLAG_SEND_WRITE_ZEROES = 1 << 6;
+export const NBD_FLAG_SEND_DF = 1 << 7;
+export const NBD_FLAG_CAN_MULTI_CONN = 1 << 8;
+export const NBD_FLAG_SEND_RESIZE = 1 << 9;
+export const NBD_FLAG_SEND_CACHE = 1 << 10;
+export const NBD_FLAG_SEND_FAST_ZERO = 1 << 11;
+
+// Options.
+export const NBD_OPT_EXPORT_NAME = 1;
+export const NBD_OPT_ABORT = 2;
+export const NBD_OPT_LIST = 3;
+export const NBD_OPT_PEEK_EXPORT = 4;
+export const NBD_OPT_STARTTLS = 5;
+export const NBD_OPT_INFO = 6;
+export const NBD_OPT_GO = 7;
+export const NBD_OPT_STRUCTURED_REPLY = 8;
+export const NBD_OPT_LIST_META_CONTEXT = 9;
+export const NBD_OPT_SET_META_CONTEXT = 10;
+export const NBD_OPT_EXTENDED_HEADERS = 11;
+
+export const OPTION_NAMES: Record<number, string> = {
+  1: "NBD_OPT_EXPORT_NAME",
+  2: "NBD_OPT_ABORT",
+  3: "NBD_OPT_LIST",
+  4: "NBD_OPT_PEEK_EXPORT",
+  5: "NBD_OPT_STARTTLS",
+  6: "NBD_OPT_INFO",
+  7: "NBD_OPT_GO",
+  8: "NBD_OPT_STRUCTURED_REPLY",
+  9: "NBD_OPT_LIST_META_CONTEXT",
+  10: "NBD_OPT_SET_META_CONTEXT",
+  11: "NBD_OPT_EXTENDED_HEADERS",
+};
+
+// Option replies.
+export const NBD_REP_ACK = 1;
+export const NBD_REP_SERVER = 2;
+export const NBD_REP_INFO = 3;
+export const NBD_REP_META_CONTEXT = 4;
+const REP_ERR = 0x80000000;
+export const NBD_REP_ERR_UNSUP = (REP_ERR | 1) >>> 0;
+export const NBD_REP_ERR_POLICY = (REP_ERR | 2) >>> 0;
+export const NBD_REP_ERR_INVALID = (REP_ERR | 3) >>> 0;
+export const NBD_REP_ERR_PLATFORM = (REP_ERR | 4) >>> 0;
+export const NBD_REP_ERR_TLS_REQD = (REP_ERR | 5) >>> 0;
+export const NBD_REP_ERR_UNKNOWN = (REP_ERR | 6) >>> 0;
+export const NBD_REP_ERR_SHUTDOWN = (REP_ERR | 7) >>> 0;
+export const NBD_REP_ERR_BLOCK_SIZE_REQD = (REP_ERR | 8) >>> 0;
+export const NBD_REP_ERR_TOO_BIG = (REP_ERR | 9) >>> 0;
+
+// NBD_INFO types.
+export const NBD_INFO_EXPORT = 0;
+export const NBD_INFO_NAME = 1;
+export const NBD_INFO_DESCRIPTION = 2;
+export const NBD_INFO_BLOCK_SIZE = 3;
+
+// Commands.
+export const NBD_CMD_READ = 0;
+export const NBD_CMD_WRITE = 1;
+export const NBD_CMD_DISC = 2;
+export const NBD_CMD_FLUSH = 3;
+export const NBD_CMD_TRIM = 4;
+export const NBD_CMD_CACHE = 5;
+export const NBD_CMD_WRITE_ZEROES = 6;
+export const NBD_CMD_BLOCK_STATUS = 7;
+export const NBD_CMD_RESIZE = 8;
+
+export const COMMAND_NAMES: Record<number, string> = {
+  0: "NBD_CMD_READ",
+  1: "NBD_CMD_WRITE",
+  2: "NBD_CMD_DISC",
+  3: "NBD_CMD_FLUSH",
+  4: "NBD_CMD_TRIM",
+  5: "NBD_CMD_CACHE",
+  6: "NBD_CMD_WRITE_ZEROES",
+  7: "NBD_CMD_BLOCK_STATUS",
+  8: "NBD_CMD_RESIZE",
+};
+
+// Command flags (16 bits).
+export const NBD_CMD_FLAG_FUA = 1 << 0;
+export const NBD_CMD_FLAG_NO_HOLE = 1 << 1;
+export const NBD_CMD_FLAG_DF = 1 << 2;
+export const NBD_CMD_FLAG_REQ_ONE = 1 << 3;
+export const NBD_CMD_FLAG_FAST_ZERO = 1 << 4;
+export const NBD_CMD_FLAG_PAYLOAD_LEN = 1 << 5;
+
+// Structured reply flags and types.
+export const NBD_REPLY_FLAG_DONE = 1 << 0;
+export const NBD_REPLY_TYPE_NONE = 0;
+export const NBD_REPLY_TYPE_OFFSET_DATA = 1;
+export const NBD_REPLY_TYPE_OFFSET_HOLE = 2;
+export const NBD_REPLY_TYPE_BLOCK_STATUS = 5;
+export const NBD_REPLY_TYPE_ERROR = (1 << 15) | 1;
+export const NBD_REPLY_TYPE_ERROR_OFFSET = (1 << 15) | 2;
+
+// base:allocation flags.
+export const NBD_STATE_HOLE = 1 << 0;
+export const NBD_STATE_ZERO = 1 << 1;
+
+// Errors (values fixed by the spec, not the host's errno).
+export const NBD_EPERM = 1;
+export const NBD_EIO = 5;
+export const NBD_ENOMEM = 12;
+export const NBD_EINVAL = 22;
+export const NBD_ENOSPC = 28;
+export const NBD_EOVERFLOW = 75;
+export const NBD_ENOTSUP = 95;
+export const NBD_ESHUTDOWN = 108;
+
+export const BASE_ALLOCATION = "base:allocation";
+
+// Limits. "The server SHOULD enforce a limit of 4096 bytes" on strings.
+export const MAX_STRING = 4096;
+/** Largest READ/WRITE payload accepted (nbdkit uses 64 MiB too). */
+export const MAX_REQUEST_SIZE = 64 * 1024 * 1024;
+/** Largest option payload read from a client; anything larger is discarded. */
+export const MAX_OPTION_LENGTH = 64 * 1024;
+/** How many options one connection may send before it is cut off. */
+export const MAX_OPTIONS = 256;
