@@ -143,3 +143,73 @@ export const MAX_REQUEST_SIZE = 64 * 1024 * 1024;
 export const MAX_OPTION_LENGTH = 64 * 1024;
 /** How many options one connection may send before it is cut off. */
 export const MAX_OPTIONS = 256;
+
+// ---- Added for the client and wire helpers (src/client, src/protocol/wire.ts).
+
+/** IANA port for NBD over TCP. */
+export const NBD_DEFAULT_PORT = 10809;
+/** Size of a (compact) request header: magic, flags, type, cookie, offset, length. */
+export const NBD_REQUEST_SIZE = 28;
+/** Size of a simple reply header: magic, error, cookie. */
+export const NBD_SIMPLE_REPLY_SIZE = 16;
+/** Size of a structured reply chunk header: magic, flags, type, cookie, length. */
+export const NBD_STRUCTURED_REPLY_SIZE = 20;
+/** Size of an option reply header: magic, option, type, length. */
+export const NBD_OPTION_REPLY_SIZE = 20;
+/** Bytes of zero padding after an NBD_OPT_EXPORT_NAME reply without NO_ZEROES. */
+export const NBD_EXPORT_NAME_PADDING = 124;
+
+// Extended headers (not implemented yet; named for recognition only).
+export const NBD_EXTENDED_REQUEST_MAGIC = 0x21e41c71;
+export const NBD_EXTENDED_REPLY_MAGIC = 0x6e8a278c;
+export const NBD_REP_ERR_EXT_HEADER_REQD = (REP_ERR | 10) >>> 0;
+export const NBD_REPLY_TYPE_BLOCK_STATUS_EXT = 6;
+
+/** Option reply type -> name. */
+export const REPLY_NAMES: Record<number, string> = {
+  [NBD_REP_ACK]: "NBD_REP_ACK",
+  [NBD_REP_SERVER]: "NBD_REP_SERVER",
+  [NBD_REP_INFO]: "NBD_REP_INFO",
+  [NBD_REP_META_CONTEXT]: "NBD_REP_META_CONTEXT",
+  [NBD_REP_ERR_UNSUP]: "NBD_REP_ERR_UNSUP",
+  [NBD_REP_ERR_POLICY]: "NBD_REP_ERR_POLICY",
+  [NBD_REP_ERR_INVALID]: "NBD_REP_ERR_INVALID",
+  [NBD_REP_ERR_PLATFORM]: "NBD_REP_ERR_PLATFORM",
+  [NBD_REP_ERR_TLS_REQD]: "NBD_REP_ERR_TLS_REQD",
+  [NBD_REP_ERR_UNKNOWN]: "NBD_REP_ERR_UNKNOWN",
+  [NBD_REP_ERR_SHUTDOWN]: "NBD_REP_ERR_SHUTDOWN",
+  [NBD_REP_ERR_BLOCK_SIZE_REQD]: "NBD_REP_ERR_BLOCK_SIZE_REQD",
+  [NBD_REP_ERR_TOO_BIG]: "NBD_REP_ERR_TOO_BIG",
+  [NBD_REP_ERR_EXT_HEADER_REQD]: "NBD_REP_ERR_EXT_HEADER_REQD",
+};
+
+/** Structured reply chunk type -> name. */
+export const REPLY_TYPE_NAMES: Record<number, string> = {
+  [NBD_REPLY_TYPE_NONE]: "NBD_REPLY_TYPE_NONE",
+  [NBD_REPLY_TYPE_OFFSET_DATA]: "NBD_REPLY_TYPE_OFFSET_DATA",
+  [NBD_REPLY_TYPE_OFFSET_HOLE]: "NBD_REPLY_TYPE_OFFSET_HOLE",
+  [NBD_REPLY_TYPE_BLOCK_STATUS]: "NBD_REPLY_TYPE_BLOCK_STATUS",
+  [NBD_REPLY_TYPE_BLOCK_STATUS_EXT]: "NBD_REPLY_TYPE_BLOCK_STATUS_EXT",
+  [NBD_REPLY_TYPE_ERROR]: "NBD_REPLY_TYPE_ERROR",
+  [NBD_REPLY_TYPE_ERROR_OFFSET]: "NBD_REPLY_TYPE_ERROR_OFFSET",
+};
+
+/** NBD_INFO_* type -> name. */
+export const INFO_NAMES: Record<number, string> = {
+  [NBD_INFO_EXPORT]: "NBD_INFO_EXPORT",
+  [NBD_INFO_NAME]: "NBD_INFO_NAME",
+  [NBD_INFO_DESCRIPTION]: "NBD_INFO_DESCRIPTION",
+  [NBD_INFO_BLOCK_SIZE]: "NBD_INFO_BLOCK_SIZE",
+};
+
+/** NBD error number -> errno name (the spec's fixed values). */
+export const ERROR_NAMES: Record<number, string> = {
+  [NBD_EPERM]: "EPERM",
+  [NBD_EIO]: "EIO",
+  [NBD_ENOMEM]: "ENOMEM",
+  [NBD_EINVAL]: "EINVAL",
+  [NBD_ENOSPC]: "ENOSPC",
+  [NBD_EOVERFLOW]: "EOVERFLOW",
+  [NBD_ENOTSUP]: "ENOTSUP",
+  [NBD_ESHUTDOWN]: "ESHUTDOWN",
+};

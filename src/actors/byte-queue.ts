@@ -1,0 +1,118 @@
+// Incoming bytes of one socket: a queue of chunks, read either by awaiting
+// an exact count (negotiation) or synchronously (transmission hot path).
+// Slices are views into the socket's chunks when they fit in one chunk:
+// no copy for the common case of a request and its payload in one read.
+
+const EMPTY = Buffer.alloc(0);
+
+export class ByteQueue {
+  private chunks: Buffer[] = [];
+  private head = 0; // offset into chunks[0]
+  length = 0;
+  ended = false;
+  private waiter: (() => void) | null = null;
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    this.wake();
+  }
+
+  end(): void {
+    this.ended = true;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  /** Wait for n bytes and take them; rejects with EOF if the socket ends first. */
+  async read(n: number): Promise<Buffer> {
+    while (this.length < n) {
+      if (this.ended) throw new EofError();
+      await new Promise<void>((r) => (this.waiter = r));
+    }
+    return this.take(n);
+  }
+
+  /** Wait for and drop n bytes, without holding them in memory. */
+  async skip(n: number): Promise<void> {
+    while (n > 0) {
+      if (this.length === 0) {
+        if (this.ended) throw new EofError();
+        await new Promise<void>((r) => (this.waiter = r));
+        continue;
+      }
+      const k = Math.min(n, this.length);
+      this.drop(k);
+      n -= k;
+    }
+  }
+
+  /** The big-endian 32-bit word at position i from the read position. */
+  u32(i: number): number {
+    const c = this.chunks[0]!;
+    const p = this.head + i;
+    if (p + 4 <= c.length) return c.readUInt32BE(p);
+    return this.peek(i, 4).readUInt32BE(0);
+  }
+
+  /** A view of n bytes at position i (copied only if they span chunks). */
+  peek(i: number, n: number): Buffer {
+    if (n === 0) return EMPTY;
+    const c = this.chunks[0]!;
+    const p = this.head + i;
+    if (p + n <= c.length) return c.subarray(p, p + n);
+    const out = Buffer.allocUnsafe(n);
+    let ci = 0;
+    let off = this.head;
+    let skip = i;
+    // find the chunk holding position i
+    while (skip >= this.chunks[ci]!.length - off) {
+      skip -= this.chunks[ci]!.length - off;
+      ci++;
+      off = 0;
+    }
+    let pos = 0;
+    off += skip;
+    while (pos < n) {
+      const ch = this.chunks[ci++]!;
+      const k = Math.min(n - pos, ch.length - off);
+      ch.copy(out, pos, off, off + k);
+      pos += k;
+      off = 0;
+    }
+    return out;
+  }
+
+  take(n: number): Buffer {
+    const b = this.peek(0, n);
+    this.drop(n);
+    return b;
+  }
+
+  drop(n: number): void {
+    this.length -= n;
+    while (n > 0) {
+      const c = this.chunks[0]!;
+      const left = c.length - this.head;
+      if (n < left) {
+        this.head += n;
+        return;
+      }
+      n -= left;
+      this.chunks.shift();
+      this.head = 0;
+    }
+  }
+}
+
+export class EofError extends Error {
+  constructor() {
+    super("client closed the connection");
+    this.name = "EofError";
+  }
+}

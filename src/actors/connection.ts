@@ -1,0 +1,136 @@
+// The connection actor: one per client. Runs handshake -> options ->
+// transmission for its socket, asking the backend actor (by message) for
+// listings and contexts, and tells the server when it is finished.
+
+import { fromCallback, type AnyActorRef, type InspectionEvent } from "xstate";
+import type { Duplex } from "node:stream";
+import type { TlsMode } from "../machines/options.js";
+import * as C from "../protocol/constants.js";
+import { errorMessage } from "../backend/errors.js";
+import { BackendMessenger, type BackendReply } from "./backend.js";
+import { ByteQueue } from "./byte-queue.js";
+import { negotiate } from "./negotiation.js";
+import { Transmission } from "./transmission.js";
+
+export interface ConnectionSettings {
+  readonly: boolean;
+  tls: TlsMode;
+  maxInFlight: number;
+  maxInFlightBytes: number;
+  inspect?: (ev: InspectionEvent) => void;
+  log: (msg: string) => void;
+}
+
+export interface ConnectionInput {
+  id: string;
+  socket: Duplex;
+  remote: string;
+}
+
+/** What the status page shows of a live connection. */
+export interface ConnectionStatus {
+  id: string;
+  remote: string;
+  phase: string;
+  exportName?: string;
+  inFlight: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+export function connectionLogic(settings: ConnectionSettings, registry: Map<string, () => ConnectionStatus>) {
+  return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>(({ input, receive, self, system, sendBack }) => {
+    const { socket, id } = input;
+    const backend = system.get("backend") as AnyActorRef;
+    const messenger = new BackendMessenger(backend, self);
+    const queue = new ByteQueue();
+    let tx: Transmission | null = null;
+    let phase = "handshake";
+    let exportName: string | undefined;
+    let finished = false;
+    let negotiating = true;
+
+    registry.set(id, () => ({
+      id,
+      remote: input.remote,
+      phase: tx ? tx.phase : phase,
+      exportName,
+      inFlight: tx?.inFlight ?? 0,
+      bytesRead: tx?.bytesRead.value ?? 0,
+      bytesWritten: tx?.bytesWritten.value ?? 0,
+    }));
+
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      registry.delete(id);
+      socket.destroy();
+      sendBack({ type: "CONNECTION_CLOSED", id });
+    };
+
+    socket.on("data", (chunk: Buffer) => {
+      queue.push(chunk);
+      tx?.pump();
+    });
+    socket.on("end", () => {
+      queue.end();
+      // Half-close from the client: nothing more will arrive.
+      if (tx) tx.clientClosed();
+    });
+    socket.on("error", (e) => settings.log(`${id}: ${e.message}`));
+    socket.on("close", () => {
+      queue.end();
+      if (tx) tx.clientClosed();
+      // While negotiating, the EOF reaches negotiate(), which cleans up first.
+      else if (!negotiating) finish();
+    });
+
+    receive((ev) => {
+      if (ev.type === "BACKEND_REPLY") messenger.receive(ev);
+      else if (ev.type === "SHUTDOWN") {
+        if (tx) tx.shutdown();
+        else socket.destroy();
+      }
+    });
+
+    negotiate(socket, queue, messenger, {
+      readonly: settings.readonly,
+      tls: settings.tls,
+      inspect: settings.inspect,
+      onPhase: (p) => (phase = p),
+    })
+      .then((neg) => {
+        negotiating = false;
+        if (!neg) {
+          phase = "closed";
+          socket.end();
+          finish();
+          return;
+        }
+        exportName = neg.info.name;
+        tx = new Transmission(socket, queue, neg, {
+          maxInFlight: settings.maxInFlight,
+          maxInFlightBytes: settings.maxInFlightBytes,
+          inspect: settings.inspect,
+          log: (m) => settings.log(`${id}: ${m}`),
+          onClosed: (fin) => {
+            messenger.close(neg.opened, fin).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`)).finally(finish);
+          },
+        });
+        if (socket.destroyed || queue.ended) tx.clientClosed();
+        else tx.pump();
+      })
+      .catch((e: unknown) => {
+        negotiating = false;
+        settings.log(`${id}: ${e instanceof Error && process.env.NBDSTATE_DEBUG ? e.stack : errorMessage(e)}`);
+        finish();
+      });
+
+    return () => {
+      registry.delete(id);
+      if (!socket.destroyed) socket.destroy();
+    };
+  });
+}
+
+export const DEFAULT_MAX_IN_FLIGHT_BYTES = 4 * C.MAX_REQUEST_SIZE;

@@ -1,0 +1,65 @@
+// Per-request checks of the transmission phase: which flags each command
+// may carry, what the export advertised, and the ranges. Returns the NBD
+// error to send, or 0 when the request may go down the stack.
+
+import * as C from "../protocol/constants.js";
+import { FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE } from "../backend/types.js";
+import type { ExportInfo } from "./export-info.js";
+
+const ALLOWED_FLAGS: Record<number, number> = {
+  [C.NBD_CMD_READ]: C.NBD_CMD_FLAG_DF,
+  [C.NBD_CMD_WRITE]: C.NBD_CMD_FLAG_FUA,
+  [C.NBD_CMD_FLUSH]: 0,
+  [C.NBD_CMD_TRIM]: C.NBD_CMD_FLAG_FUA,
+  [C.NBD_CMD_CACHE]: 0,
+  [C.NBD_CMD_WRITE_ZEROES]: C.NBD_CMD_FLAG_FUA | C.NBD_CMD_FLAG_NO_HOLE | C.NBD_CMD_FLAG_FAST_ZERO,
+  [C.NBD_CMD_BLOCK_STATUS]: C.NBD_CMD_FLAG_REQ_ONE,
+};
+
+/** The transmission flag a command needs advertised before a client may send it. */
+const NEEDS_FLAG: Record<number, number> = {
+  [C.NBD_CMD_FLUSH]: C.NBD_FLAG_SEND_FLUSH,
+  [C.NBD_CMD_TRIM]: C.NBD_FLAG_SEND_TRIM,
+  [C.NBD_CMD_CACHE]: C.NBD_FLAG_SEND_CACHE,
+  [C.NBD_CMD_WRITE_ZEROES]: C.NBD_FLAG_SEND_WRITE_ZEROES,
+};
+
+export interface RequestLimits {
+  info: ExportInfo;
+  structuredReplies: boolean;
+  baseAllocationId: number;
+}
+
+export function checkRequest(l: RequestLimits, type: number, flags: number, offset: number, count: number): number {
+  const allowed = ALLOWED_FLAGS[type];
+  if (allowed === undefined) return C.NBD_EINVAL; // unknown command
+  if (flags & ~allowed) return C.NBD_EINVAL;
+  const info = l.info;
+  const writes = type === C.NBD_CMD_WRITE || type === C.NBD_CMD_TRIM || type === C.NBD_CMD_WRITE_ZEROES;
+  // "the server MUST fail ... writes with EPERM" on a read-only export.
+  if (writes && !info.canWrite) return C.NBD_EPERM;
+  const need = NEEDS_FLAG[type];
+  if (need !== undefined && !(info.flags & need)) return C.NBD_EINVAL;
+  if (flags & C.NBD_CMD_FLAG_FUA && !info.canFua) return C.NBD_EINVAL;
+  if (flags & C.NBD_CMD_FLAG_FAST_ZERO && !(info.flags & C.NBD_FLAG_SEND_FAST_ZERO)) return C.NBD_EINVAL;
+  if (flags & C.NBD_CMD_FLAG_DF && !l.structuredReplies) return C.NBD_EINVAL;
+  if (type === C.NBD_CMD_BLOCK_STATUS && l.baseAllocationId === 0) return C.NBD_EINVAL;
+  if (type === C.NBD_CMD_FLUSH) return offset === 0 && count === 0 ? 0 : C.NBD_EINVAL;
+  if ((type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE) && count > C.MAX_REQUEST_SIZE) return C.NBD_EINVAL;
+  if (count === 0) return C.NBD_EINVAL;
+  if (offset > info.size || count > info.size - offset) {
+    // Writing past the end is "no space"; reading past it is invalid.
+    return writes ? C.NBD_ENOSPC : C.NBD_EINVAL;
+  }
+  return 0;
+}
+
+/** NBD command flags to the stack's request flags (src/backend/types.ts). */
+export function stackFlags(type: number, flags: number): number {
+  let f = 0;
+  if (flags & C.NBD_CMD_FLAG_FUA) f |= FLAG_FUA;
+  if (type === C.NBD_CMD_WRITE_ZEROES && !(flags & C.NBD_CMD_FLAG_NO_HOLE)) f |= FLAG_MAY_TRIM;
+  if (flags & C.NBD_CMD_FLAG_REQ_ONE) f |= FLAG_REQ_ONE;
+  if (flags & C.NBD_CMD_FLAG_FAST_ZERO) f |= FLAG_FAST_ZERO;
+  return f;
+}

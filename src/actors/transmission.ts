@@ -1,0 +1,271 @@
+// The transmission phase of one connection. Requests are plain code (the
+// hot path: parse 28 bytes in place, one call down the stack, one write);
+// the transmission machine only sees phase events (DISC, shutdown, fatal
+// error, drained, client gone).
+
+import { createActor, type Actor, type InspectionEvent } from "xstate";
+import type { Duplex } from "node:stream";
+import { transmissionMachine } from "../machines/transmission.js";
+import * as C from "../protocol/constants.js";
+import { readU64 } from "../protocol/wire.js";
+import { errorMessage, toNbdErrno } from "../backend/errors.js";
+import { FLAG_REQ_ONE, type Context, type Extent } from "../backend/types.js";
+import type { ByteQueue } from "./byte-queue.js";
+import type { Negotiated } from "./negotiation.js";
+import {
+  blockStatusChunk, DATA_CHUNK_HEADER, errorChunk, SIMPLE_HEADER, simpleReply, writeChunkHeader, writeSimpleHeader,
+} from "./replies.js";
+import { checkRequest, stackFlags } from "./requests.js";
+
+export interface TransmissionOptions {
+  /** Requests in flight before reading pauses (-t). */
+  maxInFlight: number;
+  /** Payload bytes in flight before reading pauses. */
+  maxInFlightBytes: number;
+  inspect?: (ev: InspectionEvent) => void;
+  log?: (msg: string) => void;
+  /** The context is closed and the socket ended; finalize says whether the client left cleanly. */
+  onClosed: (finalize: boolean) => void;
+}
+
+const HEADER = 28;
+
+export class Transmission {
+  inFlight = 0;
+  private inFlightBytes = 0;
+  private paused = false;
+  private stopped = false;
+  /** Bytes of an oversized write payload still to throw away. */
+  private discard = 0;
+  private corked = false;
+  private clientGone = false;
+  readonly bytesRead = { value: 0 };
+  readonly bytesWritten = { value: 0 };
+  private readonly machine: Actor<typeof transmissionMachine>;
+  private readonly ctx: Context;
+  private drainedWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly socket: Duplex,
+    private readonly queue: ByteQueue,
+    private readonly neg: Negotiated,
+    private readonly o: TransmissionOptions,
+  ) {
+    this.ctx = neg.opened.ctx;
+    this.machine = createActor(
+      transmissionMachine.provide({
+        actions: {
+          stopReading: () => {
+            this.stopped = true;
+          },
+          checkDrained: () => this.checkDrained(),
+          closeConnection: () => void this.close(),
+        },
+      }),
+      { inspect: o.inspect },
+    );
+    this.machine.subscribe({ error: (e) => o.log?.(`transmission: ${String(e)}`) });
+    this.machine.start();
+  }
+
+  get phase(): string {
+    return String(this.machine.getSnapshot().value);
+  }
+
+  /** Phase events from outside: server shutdown, socket closed by the client. */
+  shutdown(): void {
+    this.machine.send({ type: "SHUTDOWN" });
+  }
+
+  clientClosed(): void {
+    this.clientGone = true;
+    this.stopped = true;
+    this.machine.send({ type: "CLIENT_CLOSED" });
+  }
+
+  private fatal(reason: string): void {
+    this.o.log?.(`transmission: ${reason}`);
+    this.machine.send({ type: "FATAL", reason });
+  }
+
+  private checkDrained(): void {
+    if (this.inFlight === 0 && this.machine.getSnapshot().value === "DRAINING") {
+      queueMicrotask(() => this.machine.send({ type: "REPLIES_DRAINED" }));
+    }
+  }
+
+  private async close(): Promise<void> {
+    this.stopped = true;
+    // A context never sees a close while its requests are still running.
+    if (this.inFlight > 0) await new Promise<void>((r) => this.drainedWaiters.push(r));
+    if (!this.clientGone) this.socket.end();
+    this.o.onClosed(!this.clientGone);
+  }
+
+  /** Parse and dispatch every complete request in the queue. */
+  pump(): void {
+    const q = this.queue;
+    while (!this.paused && !this.stopped) {
+      if (this.discard > 0) {
+        const k = Math.min(this.discard, q.length);
+        q.drop(k);
+        this.discard -= k;
+        if (this.discard > 0) return;
+      }
+      if (q.length < HEADER) return;
+      if (q.u32(0) !== C.NBD_REQUEST_MAGIC) {
+        this.fatal("bad request magic");
+        return;
+      }
+      const hdr = q.peek(0, HEADER);
+      const flags = hdr.readUInt16BE(4);
+      const type = hdr.readUInt16BE(6);
+      const offset = readU64(hdr, 16);
+      const count = hdr.readUInt32BE(24);
+      let payload: Buffer | null = null;
+      let cookie = hdr.subarray(8, 16);
+      if (type === C.NBD_CMD_WRITE) {
+        if (count > C.MAX_REQUEST_SIZE) {
+          // Too large to hold: answer EINVAL and skip the payload as it streams in.
+          cookie = Buffer.from(cookie);
+          q.drop(HEADER);
+          this.discard = count;
+          this.bytesRead.value += HEADER + count;
+          this.send(simpleReply(C.NBD_EINVAL, cookie));
+          continue;
+        }
+        if (q.length < HEADER + count) return;
+        // A view when header and payload sit in one socket chunk, else one copy.
+        const whole = q.peek(0, HEADER + count);
+        cookie = whole.subarray(8, 16);
+        payload = whole.subarray(HEADER);
+        q.drop(HEADER + count);
+      } else {
+        q.drop(HEADER);
+      }
+      this.bytesRead.value += HEADER + (payload ? count : 0);
+      if (type === C.NBD_CMD_DISC) {
+        this.machine.send({ type: "NBD_CMD_DISC" });
+        return;
+      }
+      this.dispatch(type, flags, cookie, offset, count, payload);
+      if (this.inFlight >= this.o.maxInFlight || this.inFlightBytes >= this.o.maxInFlightBytes) {
+        this.paused = true;
+        this.socket.pause();
+      }
+    }
+  }
+
+  private dispatch(type: number, flags: number, cookie: Buffer, offset: number, count: number, payload: Buffer | null): void {
+    const err = checkRequest(this.neg, type, flags, offset, count);
+    if (err !== 0) {
+      this.sendError(type, err, "request rejected", cookie);
+      return;
+    }
+    const f = stackFlags(type, flags);
+    const ctx = this.ctx;
+    const bytes = type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE ? count : 0;
+    this.inFlight++;
+    this.inFlightBytes += bytes;
+    let p: Promise<unknown>;
+    switch (type) {
+      case C.NBD_CMD_READ:
+        p = this.read(cookie, offset, count);
+        break;
+      case C.NBD_CMD_WRITE:
+        p = ctx.pwrite(payload!, offset, f).then(() => this.send(simpleReply(0, cookie)));
+        break;
+      case C.NBD_CMD_FLUSH:
+        p = ctx.flush(f).then(() => this.send(simpleReply(0, cookie)));
+        break;
+      case C.NBD_CMD_TRIM:
+        p = ctx.trim(count, offset, f).then(() => this.send(simpleReply(0, cookie)));
+        break;
+      case C.NBD_CMD_WRITE_ZEROES:
+        p = ctx.zero(count, offset, f).then(() => this.send(simpleReply(0, cookie)));
+        break;
+      case C.NBD_CMD_CACHE:
+        p = ctx.cache(count, offset, f).then(() => this.send(simpleReply(0, cookie)));
+        break;
+      default: // NBD_CMD_BLOCK_STATUS (checkRequest refused anything else)
+        p = ctx.extents(count, offset, f).then((e) => this.send(blockStatusChunk(this.neg.baseAllocationId, clip(e, count, f), cookie)));
+    }
+    p.then(
+      () => this.done(bytes),
+      (e: unknown) => {
+        this.o.log?.(`${C.COMMAND_NAMES[type]}: ${errorMessage(e)}`);
+        this.sendError(type, toNbdErrno(e), errorMessage(e), cookie);
+        this.done(bytes);
+      },
+    );
+  }
+
+  private async read(cookie: Buffer, offset: number, count: number): Promise<void> {
+    if (this.neg.structuredReplies) {
+      const b = Buffer.allocUnsafe(DATA_CHUNK_HEADER + count);
+      await this.ctx.pread(b.subarray(DATA_CHUNK_HEADER), offset, 0);
+      writeChunkHeader(b, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + count);
+      b.writeUInt32BE(Math.floor(offset / 0x1_0000_0000) >>> 0, 20);
+      b.writeUInt32BE(offset >>> 0, 24);
+      this.send(b);
+    } else {
+      const b = Buffer.allocUnsafe(SIMPLE_HEADER + count);
+      await this.ctx.pread(b.subarray(SIMPLE_HEADER), offset, 0);
+      writeSimpleHeader(b, 0, cookie);
+      this.send(b);
+    }
+  }
+
+  private sendError(type: number, errno: number, message: string, cookie: Buffer): void {
+    // Structured replies: an error chunk for the commands whose replies are structured.
+    if (this.neg.structuredReplies && (type === C.NBD_CMD_READ || type === C.NBD_CMD_BLOCK_STATUS)) {
+      this.send(errorChunk(errno, message, cookie));
+    } else {
+      this.send(simpleReply(errno, cookie));
+    }
+  }
+
+  private send(b: Buffer): void {
+    if (this.clientGone) return;
+    this.bytesWritten.value += b.length;
+    // Replies finishing in the same tick leave in one writev.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    this.socket.write(b);
+  }
+
+  private done(bytes: number): void {
+    this.inFlight--;
+    this.inFlightBytes -= bytes;
+    if (this.inFlight === 0) {
+      for (const w of this.drainedWaiters.splice(0)) w();
+      this.checkDrained();
+    }
+    if (this.paused && this.inFlight < this.o.maxInFlight && this.inFlightBytes < this.o.maxInFlightBytes) {
+      this.paused = false;
+      this.socket.resume();
+      this.pump();
+    }
+  }
+}
+
+/** Extents clipped to the request; REQ_ONE keeps only the first. */
+function clip(ext: Extent[], count: number, flags: number): Extent[] {
+  const out: Extent[] = [];
+  let total = 0;
+  for (const e of ext) {
+    if (e.length <= 0) continue;
+    const len = Math.min(e.length, count - total);
+    out.push({ length: len, type: e.type });
+    total += len;
+    if (total >= count || flags & FLAG_REQ_ONE) break;
+  }
+  if (out.length === 0) throw new Error("extents: no extent covers the request");
+  return out;
+}

@@ -1,0 +1,32 @@
+import {
+  NBD_EINVAL, NBD_EIO, NBD_ENOMEM, NBD_ENOSPC, NBD_ENOTSUP, NBD_EOVERFLOW, NBD_EPERM, NBD_ESHUTDOWN,
+} from "../protocol/constants.js";
+import { NbdError } from "./types.js";
+
+const BY_CODE: Record<string, number> = {
+  EPERM: NBD_EPERM,
+  EACCES: NBD_EPERM,
+  EROFS: NBD_EPERM,
+  EIO: NBD_EIO,
+  ENOMEM: NBD_ENOMEM,
+  EINVAL: NBD_EINVAL,
+  ENOSPC: NBD_ENOSPC,
+  EFBIG: NBD_ENOSPC,
+  EDQUOT: NBD_ENOSPC,
+  EOVERFLOW: NBD_EOVERFLOW,
+  ENOTSUP: NBD_ENOTSUP,
+  EOPNOTSUPP: NBD_ENOTSUP,
+  ESHUTDOWN: NBD_ESHUTDOWN,
+};
+
+/** The NBD error number a client should see for an error thrown by a layer. */
+export function toNbdErrno(err: unknown): number {
+  if (err instanceof NbdError) return err.errno;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && code in BY_CODE) return BY_CODE[code]!;
+  return NBD_EIO;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

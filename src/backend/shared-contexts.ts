@@ -1,0 +1,105 @@
+// Shared contexts: one refcounted context per (layer, export, readonly),
+// opened on first acquire (no earlier than afterFork) and closed at unload,
+// run by the shared-handle machine (src/machines/shared-handle.ts).
+//
+// Each acquirer gets its own thin view whose data calls are counted as in
+// flight, so closing drains them first; after the handle closes the view
+// answers ESHUTDOWN instead of touching a closed handle.
+
+import { NBD_ESHUTDOWN } from "../protocol/constants.js";
+import type { Layer } from "./layer.js";
+import { closeChain, finalizeChain, openChain, prepareChain, type Opened } from "./opened.js";
+import { SharedHandle } from "./shared-handle.js";
+import { NbdError, type Context, type OpenOptions } from "./types.js";
+
+const DATA = ["pread", "pwrite", "flush", "trim", "zero", "extents", "cache"] as const;
+
+interface Entry {
+  handle: SharedHandle<Opened>;
+  key: string;
+}
+
+export class SharedContexts {
+  private handles = new Map<string, Entry>();
+  private views = new Map<Context, Entry>();
+
+  /** Keys of open handles and their reference counts (for the status page). */
+  describe(): { key: string; state: string; refs: number }[] {
+    return [...this.handles.values()].map((e) => ({ key: e.key, state: e.handle.state, refs: e.handle.refs }));
+  }
+
+  async acquire(layer: Layer, o: OpenOptions): Promise<Context> {
+    const readonly = o.readonly ?? false;
+    const exportName = o.exportName ?? "";
+    const key = `${layer.name}:${readonly ? "ro" : "rw"}:${exportName}`;
+    let entry = this.handles.get(key);
+    if (!entry) {
+      const handle = new SharedHandle<Opened>({
+        name: key,
+        inspect: layer.stack.inspect,
+        open: async () => {
+          const opened = await openChain(layer, readonly, exportName, o.tls ?? false);
+          try {
+            await prepareChain(opened);
+          } catch (err) {
+            await closeChain(opened);
+            throw err;
+          }
+          return opened;
+        },
+        close: async (opened) => {
+          try {
+            await finalizeChain(opened);
+          } finally {
+            await closeChain(opened);
+          }
+        },
+      });
+      handle.afterFork();
+      entry = { handle, key };
+      this.handles.set(key, entry);
+    }
+    const opened = await entry.handle.acquire();
+    const view = this.view(entry, opened.ctx);
+    this.views.set(view, entry);
+    return view;
+  }
+
+  owns(ctx: Context): boolean {
+    return this.views.has(ctx);
+  }
+
+  async release(ctx: Context): Promise<void> {
+    const entry = this.views.get(ctx);
+    if (!entry) throw new Error("release of a context that is not shared (or released twice)");
+    this.views.delete(ctx);
+    entry.handle.release();
+  }
+
+  /** Unload: drain and close every shared handle whose layer is `layer`. */
+  async unload(layer: Layer): Promise<void> {
+    const prefix = `${layer.name}:`;
+    for (const [key, e] of this.handles) {
+      if (!key.startsWith(prefix)) continue;
+      await e.handle.unload();
+      this.handles.delete(key);
+    }
+  }
+
+  private view(entry: Entry, ctx: Context): Context {
+    const h = entry.handle;
+    const live = () => {
+      const s = h.state;
+      if (s === "closed" || s === "closing") throw new NbdError(NBD_ESHUTDOWN, `shared context ${entry.key} is closed`);
+    };
+    const v = Object.create(ctx) as Context;
+    for (const m of DATA) {
+      const fn = ctx[m] as (...a: unknown[]) => Promise<unknown>;
+      (v as unknown as Record<string, unknown>)[m] = (...a: unknown[]) => {
+        live();
+        return h.track(fn.apply(ctx, a));
+      };
+    }
+    return v;
+  }
+}

@@ -1,0 +1,186 @@
+// The layer stack: the plugin at the bottom, filters on top (the first
+// --filter given is the outermost), with nbdkit's callback order:
+//   load inner->outer; config and configComplete outer->inner;
+//   getReady and afterFork inner->outer; cleanup then unload outer->inner.
+// Per connection (src/backend/opened.ts): open outer->inner, prepare
+// inner->outer, finalize and close outer->inner.
+
+import type { InspectionEvent } from "xstate";
+import { Layer } from "./layer.js";
+import { closeChain, finalizeChain, openChain, prepareChain, type Opened } from "./opened.js";
+import { SharedContexts } from "./shared-contexts.js";
+import type { Context, ExportEntry, Filter, ListParams, Plugin } from "./types.js";
+
+export interface StackOptions {
+  log?: (msg: string) => void;
+  inspect?: (ev: InspectionEvent) => void;
+}
+
+export class Stack {
+  /** Outermost first; the plugin is last. */
+  readonly layers: Layer[];
+  readonly shared = new SharedContexts();
+  readonly inspect?: (ev: InspectionEvent) => void;
+  private logger: (msg: string) => void;
+
+  constructor(
+    readonly plugin: Plugin,
+    readonly filters: Filter[] = [],
+    opts: StackOptions = {},
+  ) {
+    this.logger = opts.log ?? (() => {});
+    this.inspect = opts.inspect;
+    let below = new Layer(this, "plugin", plugin, null);
+    const layers = [below];
+    for (const f of [...filters].reverse()) {
+      below = new Layer(this, "filter", f, below);
+      layers.unshift(below);
+    }
+    this.layers = layers;
+  }
+
+  get top(): Layer {
+    return this.layers[0]!;
+  }
+
+  log(msg: string): void {
+    this.logger(msg);
+  }
+
+  private innerToOuter(): Layer[] {
+    return [...this.layers].reverse();
+  }
+
+  async load(): Promise<void> {
+    for (const l of this.innerToOuter()) if (l.impl.load) await l.impl.load();
+  }
+
+  /** Offered to the outermost filter first; each filter passes on what it does not own. */
+  config(key: string, value: string): Promise<void> {
+    return this.configAt(0, key, value);
+  }
+
+  private async configAt(i: number, key: string, value: string): Promise<void> {
+    const layer = this.layers[i]!;
+    if (layer.kind === "filter") {
+      const f = layer.impl as Filter;
+      const next = (k: string, v: string) => this.configAt(i + 1, k, v);
+      if (f.config) await f.config(next, key, value);
+      else await next(key, value);
+      return;
+    }
+    const p = layer.impl as Plugin;
+    if (!p.config) throw new Error(`${p.name}: this plugin does not take parameters (got '${key}')`);
+    await p.config(key, value);
+  }
+
+  configComplete(): Promise<void> {
+    return this.configCompleteAt(0);
+  }
+
+  private async configCompleteAt(i: number): Promise<void> {
+    const layer = this.layers[i]!;
+    const next = () => this.configCompleteAt(i + 1);
+    try {
+      if (layer.kind === "filter") {
+        const f = layer.impl as Filter;
+        if (f.configComplete) await f.configComplete(next);
+        else await next();
+      } else {
+        const p = layer.impl as Plugin;
+        if (p.configComplete) await p.configComplete();
+      }
+    } catch (err) {
+      layer.lifecycle.send({ type: "FAILED", error: String(err) });
+      throw err;
+    }
+    layer.lifecycle.send({ type: "CONFIG_COMPLETE" });
+  }
+
+  async getReady(): Promise<void> {
+    for (const l of this.innerToOuter()) {
+      try {
+        if (l.impl.getReady) await l.impl.getReady();
+      } catch (err) {
+        l.lifecycle.send({ type: "FAILED", error: String(err) });
+        throw err;
+      }
+      l.lifecycle.send({ type: "GET_READY" });
+    }
+  }
+
+  async afterFork(): Promise<void> {
+    for (const l of this.innerToOuter()) {
+      // A layer is running (open to filter-owned contexts) before the layer
+      // above's afterFork, so that filter may read it there.
+      l.lifecycle.send({ type: "AFTER_FORK" });
+      try {
+        if (l.kind === "filter") {
+          const f = l.impl as Filter;
+          if (f.afterFork) await f.afterFork(l.below!.asLower());
+        } else {
+          const p = l.impl as Plugin;
+          if (p.afterFork) await p.afterFork();
+        }
+      } catch (err) {
+        l.lifecycle.send({ type: "FAILED", error: String(err) });
+        throw err;
+      }
+    }
+  }
+
+  /** cleanup then unload, outer->inner; what filters left open below is closed first. */
+  async unload(): Promise<void> {
+    for (const l of this.layers) {
+      l.lifecycle.send({ type: "UNLOAD" });
+      try {
+        if (l.impl.cleanup) await l.impl.cleanup();
+      } catch (err) {
+        this.log(`${l.name}: cleanup: ${String(err)}`);
+      }
+      // Contexts opened into this layer by filters above: drained and closed now.
+      await l.closeLeftovers();
+      await this.shared.unload(l);
+      try {
+        if (l.impl.unload) await l.impl.unload();
+      } catch (err) {
+        this.log(`${l.name}: unload: ${String(err)}`);
+      }
+      l.lifecycle.send({ type: "UNLOADED" });
+    }
+  }
+
+  /** Kept for the CLI's shutdown path: cleanup runs inside unload(). */
+  async cleanup(): Promise<void> {}
+
+  listExports(p: ListParams): Promise<ExportEntry[]> {
+    return this.top.listExports(p);
+  }
+
+  defaultExport(p: ListParams): Promise<string | null> {
+    return this.top.defaultExport(p);
+  }
+
+  /** Open and prepare a context through the whole stack for one client. */
+  async open(readonly: boolean, exportName: string, tls: boolean): Promise<Opened> {
+    const opened = await openChain(this.top, readonly, exportName, tls);
+    try {
+      await prepareChain(opened);
+    } catch (err) {
+      await closeChain(opened);
+      throw err;
+    }
+    return opened;
+  }
+
+  /** Finalize (unless the connection failed) and close a client's context. */
+  async close(opened: Opened, finalize = true): Promise<void> {
+    try {
+      if (finalize) await finalizeChain(opened);
+    } finally {
+      await closeChain(opened);
+    }
+  }
+}
+
+export type { Context, Opened };

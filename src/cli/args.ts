@@ -1,0 +1,250 @@
+// The command line, parsed the way nbdkit's getopt_long does: options may
+// come anywhere (before or after PLUGIN), "--" ends them, the first operand
+// is the PLUGIN and the rest are [KEY=]VALUE parameters, kept as strings.
+// Pure: argv in, CliArgs out, or a CliError with a one-line message.
+
+import { Command, CommanderError } from "commander";
+import { CliError } from "./errors.js";
+
+export type TlsMode = "off" | "on" | "require";
+export type LogMode = "stderr" | "syslog" | "null";
+
+export const DEFAULT_PORT = 10809;
+/** nbdkit's default number of threads per connection (parallel plugins). */
+export const DEFAULT_THREADS = 16;
+
+export interface CliArgs {
+  /** Built-in plugin name or path to a .js/.mjs/.ts file. */
+  plugin?: string;
+  /** [KEY=]VALUE parameters after PLUGIN, in order, unparsed. */
+  params: string[];
+  /** --filter values, outermost (first given) first. */
+  filters: string[];
+  /** -U SOCKET; "-" asks for a private socket in a fresh temporary directory. */
+  unix?: string;
+  port?: number;
+  ipaddr?: string;
+  /** -4 / -6 (the last one given wins). */
+  ipFamily?: 4 | 6;
+  foreground: boolean;
+  pidfile?: string;
+  readonly: boolean;
+  exportName?: string;
+  threads: number;
+  single: boolean;
+  run?: string;
+  exitWithParent: boolean;
+  verbose: boolean;
+  tls: TlsMode;
+  tlsCertificates?: string;
+  tlsPsk?: string;
+  tlsVerifyPeer: boolean;
+  log: LogMode;
+  /** -D NAME.FLAG=N, accepted and (for now) ignored. */
+  debugFlags: string[];
+  help: boolean;
+  version: boolean;
+  dumpPlugin: boolean;
+  dumpConfig: boolean;
+}
+
+export function defaultArgs(): CliArgs {
+  return {
+    params: [],
+    filters: [],
+    foreground: false,
+    readonly: false,
+    threads: DEFAULT_THREADS,
+    single: false,
+    exitWithParent: false,
+    verbose: false,
+    tls: "off",
+    tlsVerifyPeer: false,
+    log: "stderr",
+    debugFlags: [],
+    help: false,
+    version: false,
+    dumpPlugin: false,
+    dumpConfig: false,
+  };
+}
+
+export interface OptionSpec {
+  /** Commander flags, e.g. "-p, --port <PORT>". */
+  flags: string;
+  description: string;
+  /** nbdkit's alternative spellings and options we only reject: not in help. */
+  hidden?: boolean;
+  apply(a: CliArgs, value: string): void;
+}
+
+const unsupported = (what: string) => () => {
+  throw new CliError(`${what} is not supported by nbdstate`);
+};
+
+/** Every option, in the order --help lists them. */
+export const OPTIONS: readonly OptionSpec[] = [
+  { flags: "-4, --ipv4-only", description: "listen on IPv4 addresses only", apply: (a) => void (a.ipFamily = 4) },
+  { flags: "-6, --ipv6-only", description: "listen on IPv6 addresses only", apply: (a) => void (a.ipFamily = 6) },
+  {
+    flags: "-D, --debug <NAME.FLAG=N>",
+    description: "set a debug flag (accepted, ignored for now)",
+    apply: (a, v) => {
+      if (!/^[^.=]+\.[^=]+=[+-]?[0-9]+$/.test(v)) throw new CliError("-D (Debug Flag) must have the format NAME.FLAG=N");
+      a.debugFlags.push(v);
+    },
+  },
+  { flags: "--dump-config", description: "print the build configuration and exit", apply: (a) => void (a.dumpConfig = true) },
+  { flags: "--dump-plugin", description: "print information about PLUGIN and exit", apply: (a) => void (a.dumpPlugin = true) },
+  { flags: "-e, --exportname <EXPORTNAME>", description: "export name (for --run's $uri, and for clients asking for \"\")", apply: (a, v) => void (a.exportName = v) },
+  { flags: "--export <EXPORTNAME>", description: "", hidden: true, apply: (a, v) => void (a.exportName = v) },
+  { flags: "--export-name <EXPORTNAME>", description: "", hidden: true, apply: (a, v) => void (a.exportName = v) },
+  { flags: "--exit-with-parent", description: "exit when the parent process exits (implies -f)", apply: (a) => void (a.exitWithParent = true) },
+  { flags: "--filter <FILTER>", description: "add a filter (repeatable; the first given is the outermost)", apply: (a, v) => void a.filters.push(v) },
+  { flags: "-f, --foreground", description: "do not fork into the background", apply: (a) => void (a.foreground = true) },
+  { flags: "--no-fork", description: "", hidden: true, apply: (a) => void (a.foreground = true) },
+  { flags: "--help", description: "print this help (with PLUGIN: and its parameters) and exit", apply: (a) => void (a.help = true) },
+  { flags: "-i, --ipaddr <IPADDR>", description: "listen on this address (default: all)", apply: (a, v) => void (a.ipaddr = v) },
+  { flags: "--ip-addr <IPADDR>", description: "", hidden: true, apply: (a, v) => void (a.ipaddr = v) },
+  { flags: "--log <stderr|syslog|null>", description: "where error messages go (accepted; always stderr)", apply: (a, v) => void (a.log = parseLog(v)) },
+  { flags: "-n, --newstyle", description: "use the newstyle protocol (the default; no-op)", apply: () => {} },
+  { flags: "--new-style", description: "", hidden: true, apply: () => {} },
+  { flags: "-o, --oldstyle", description: "", hidden: true, apply: unsupported("the oldstyle protocol (-o)") },
+  { flags: "--old-style", description: "", hidden: true, apply: unsupported("the oldstyle protocol (-o)") },
+  { flags: "-P, --pidfile <PIDFILE>", description: "write the server's pid to PIDFILE once it listens", apply: (a, v) => void (a.pidfile = v) },
+  { flags: "--pid-file <PIDFILE>", description: "", hidden: true, apply: (a, v) => void (a.pidfile = v) },
+  { flags: "-p, --port <PORT>", description: `TCP port to listen on (default ${DEFAULT_PORT})`, apply: (a, v) => void (a.port = parsePort(v)) },
+  { flags: "-r, --readonly", description: "export read-only", apply: (a) => void (a.readonly = true) },
+  { flags: "--read-only", description: "", hidden: true, apply: (a) => void (a.readonly = true) },
+  { flags: "--run <COMMAND>", description: "run COMMAND with $uri etc. set; exit when it does (captive)", apply: (a, v) => void (a.run = v) },
+  { flags: "-s, --single", description: "serve one connection on stdin/stdout, then exit", apply: (a) => void (a.single = true) },
+  { flags: "--stdin", description: "", hidden: true, apply: (a) => void (a.single = true) },
+  { flags: "-t, --threads <THREADS>", description: `requests in flight per connection (default ${DEFAULT_THREADS})`, apply: (a, v) => void (a.threads = parseThreads(v)) },
+  { flags: "--tls <off|on|require>", description: "disable, enable or require TLS", apply: (a, v) => void (a.tls = parseTls(v)) },
+  { flags: "--tls-certificates <DIR>", description: "TLS certificates directory", apply: (a, v) => void (a.tlsCertificates = v) },
+  { flags: "--tls-psk <PSKFILE>", description: "TLS pre-shared keys file", apply: (a, v) => void (a.tlsPsk = v) },
+  { flags: "--tls-verify-peer", description: "verify TLS client certificates", apply: (a) => void (a.tlsVerifyPeer = true) },
+  { flags: "-U, --unix <SOCKET>", description: "listen on a Unix socket (\"-\": a private one, for --run)", apply: (a, v) => void (a.unix = v) },
+  { flags: "-v, --verbose", description: "verbose messages on stderr", apply: (a) => void (a.verbose = true) },
+  { flags: "-V, --version", description: "print the version and exit", apply: (a) => void (a.version = true) },
+  { flags: "-g, --group <GROUP>", description: "", hidden: true, apply: unsupported("-g (--group)") },
+  { flags: "-u, --user <USER>", description: "", hidden: true, apply: unsupported("-u (--user)") },
+  { flags: "--mask-handshake <MASK>", description: "", hidden: true, apply: unsupported("--mask-handshake") },
+  { flags: "--no-sr", description: "", hidden: true, apply: unsupported("--no-sr") },
+  { flags: "--selinux-label <LABEL>", description: "", hidden: true, apply: unsupported("--selinux-label") },
+  { flags: "--swap", description: "", hidden: true, apply: unsupported("--swap") },
+  { flags: "--vsock", description: "", hidden: true, apply: unsupported("--vsock") },
+];
+
+export function parsePort(v: string): number {
+  if (!/^[0-9]{1,5}$/.test(v) || Number(v) > 65535) throw new CliError(`-p: invalid port number '${v}'`);
+  return Number(v);
+}
+
+/** As nbdkit_parse_unsigned("threads", ...); 0 means the default. */
+export function parseThreads(v: string): number {
+  if (/^\s*-/.test(v)) throw new CliError("threads: negative numbers are not allowed");
+  const m = /^\s*\+?([0-9]+)(.*)$/.exec(v);
+  if (!m) throw new CliError(`threads: could not parse number: "${v}"`);
+  if (m[2] !== "") throw new CliError(`threads: could not parse number: "${v}": trailing garbage`);
+  const n = Number(m[1]);
+  if (n > 0x7fffffff) throw new CliError(`threads: could not parse number: "${v}": value too large`);
+  return n === 0 ? DEFAULT_THREADS : n;
+}
+
+/** --tls=off|on|require, or a boolean as nbdkit accepts (yes/no, 1/0 ...). */
+export function parseTls(v: string): TlsMode {
+  const s = v.trim().toLowerCase();
+  if (s === "require" || s === "required") return "require";
+  if (["on", "1", "true", "yes"].includes(s)) return "on";
+  if (["off", "0", "false", "no"].includes(s)) return "off";
+  throw new CliError(`--tls must be off, on or require, not '${v}'`);
+}
+
+function parseLog(v: string): LogMode {
+  if (v === "stderr" || v === "syslog" || v === "null") return v;
+  throw new CliError('--log must be "stderr", "syslog" or "null"');
+}
+
+/** The commander program; parsing applies each option, in order, to `a`. */
+export function buildCommand(a: CliArgs): Command {
+  const cmd = new Command("nbdstate")
+    .helpOption(false)
+    .argument("[plugin]")
+    .argument("[params...]")
+    .allowExcessArguments(true)
+    .exitOverride()
+    .configureOutput({ writeOut: () => {}, writeErr: () => {}, outputError: () => {} });
+  for (const spec of OPTIONS) {
+    cmd.option(spec.flags, spec.description);
+    const opt = cmd.options[cmd.options.length - 1]!;
+    cmd.on(`option:${opt.name()}`, (value?: string) => spec.apply(a, value ?? ""));
+  }
+  return cmd;
+}
+
+/** Turn commander's messages into getopt-like one-liners. */
+function fromCommander(e: CommanderError, cmd: Command): CliError {
+  const text = e.message.replace(/^error: /, "");
+  const quoted = /'([^']*)'/.exec(text)?.[1] ?? "";
+  const hint = /\(Did you mean (.*)\?\)/.exec(text)?.[1];
+  switch (e.code) {
+    case "commander.unknownOption": {
+      const flag = quoted.split("=")[0]!;
+      if (quoted.includes("=") && cmd.options.some((o) => o.long === flag)) {
+        return new CliError(`option '${flag}' doesn't allow an argument`);
+      }
+      return new CliError(`unrecognized option '${quoted}'${hint ? ` (did you mean ${hint}?)` : ""}`);
+    }
+    case "commander.optionMissingArgument":
+      return new CliError(`option '${quoted.replace(/ <.*>$/, "")}' requires an argument`);
+    default:
+      return new CliError(text.replace(/\s*\n\s*/g, " "));
+  }
+}
+
+/** Parse the arguments after the program name. Throws CliError. */
+export function parseArgs(argv: readonly string[]): CliArgs {
+  const a = defaultArgs();
+  const cmd = buildCommand(a);
+  try {
+    cmd.parse([...argv], { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) throw fromCommander(e, cmd);
+    throw e;
+  }
+  const [plugin, ...params] = cmd.args;
+  a.plugin = plugin;
+  a.params = params;
+  check(a);
+  return a;
+}
+
+function check(a: CliArgs): void {
+  if (a.help || a.version || a.dumpConfig) return;
+  if (a.plugin === undefined) {
+    throw new CliError("no plugins given on the command line (see 'nbdstate --help')");
+  }
+  const port = a.port !== undefined;
+  const unix = a.unix !== undefined;
+  const run = a.run !== undefined;
+  if (
+    (port && unix) ||
+    (port && a.single) ||
+    (unix && a.single) ||
+    (a.single && run) ||
+    (a.single && a.dumpPlugin) ||
+    (a.dumpPlugin && run)
+  ) {
+    throw new CliError("--dump-plugin, -p, --run, -s or -U options cannot be used in this combination");
+  }
+  if (a.run !== undefined && a.run.trim() === "") throw new CliError("--run: the command is empty");
+}
+
+/**
+ * nbdkit's rule for a parameter: "KEY=VALUE" when KEY is a letter followed by
+ * letters, digits, '.', '_' or '-'; anything else is a bare VALUE.
+ */
+export function isConfigKey(key: string): boolean {
+  return /^[A-Za-z][A-Za-z0-9._-]*$/.test(key);
+}

@@ -1,0 +1,48 @@
+// Errors of the command line, and how they are printed: one line,
+// "nbdstate: <message>", with the stack only under -v.
+
+export const PROGRAM = "nbdstate";
+
+/** A user error (bad command line, bad parameter): printed without a stack. */
+export class CliError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CliError";
+  }
+}
+
+/** Flatten any thrown value to one line of text. */
+export function errorMessage(e: unknown): string {
+  let msg: string;
+  if (e instanceof Error) msg = e.message || e.name;
+  else if (typeof e === "string") msg = e;
+  else {
+    try {
+      msg = JSON.stringify(e) ?? String(e);
+    } catch {
+      msg = String(e);
+    }
+  }
+  msg = msg.replace(/\s*\n\s*/g, " ").trim();
+  // Our own prefix may already be there (e.g. a message relayed from a child).
+  if (msg.startsWith(`${PROGRAM}: `)) msg = msg.slice(PROGRAM.length + 2);
+  return msg || "unknown error";
+}
+
+/** The one line printed for a failure, e.g. "nbdstate: unknown parameter 'foo'". */
+export function errorLine(e: unknown): string {
+  return `${PROGRAM}: ${errorMessage(e)}`;
+}
+
+/** Print a failure to stderr: one line, plus the stack when verbose. */
+export function reportError(e: unknown, verbose: boolean): void {
+  process.stderr.write(errorLine(e) + "\n");
+  if (verbose && e instanceof Error && e.stack && !(e instanceof CliError)) {
+    process.stderr.write(e.stack + "\n");
+  }
+}
+
+/** Verbose messages, as nbdkit's "nbdkit: debug: ...". */
+export function debug(verbose: boolean, msg: string): void {
+  if (verbose) process.stderr.write(`${PROGRAM}: debug: ${msg}\n`);
+}

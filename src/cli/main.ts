@@ -1,0 +1,193 @@
+// The nbdstate command: parse the nbdkit-style command line, build the
+// layer stack, run its global lifecycle, serve, and shut down cleanly.
+// main() resolves with the exit status once the server is done.
+
+import type { Listener } from "../actors/server-options.js";
+import { startServer, type RunningServer } from "../actors/server.js";
+import { Stack } from "../backend/stack.js";
+import type { Filter, Plugin } from "../backend/types.js";
+import { parseArgs, type CliArgs } from "./args.js";
+import { captiveEnv, runCaptive, type Captive } from "./captive.js";
+import { DAEMON_ENV, daemonChildFd, ReadinessReporter, runDaemonParent } from "./daemon.js";
+import { CliError, debug, errorLine, reportError } from "./errors.js";
+import { dumpConfigText, dumpPluginText, pluginHelpText, usageText, versionText } from "./help.js";
+import { makePrivateSocket, planListeners, type ListenerPlan } from "./listeners.js";
+import { listBuiltins, loadFilter, loadPlugin, type Loaded } from "./load.js";
+import { resolveParams } from "./params.js";
+import { onShutdownSignals, watchParent, writePidfile } from "./process-hooks.js";
+
+/** Flip when the server actor implements TLS (--tls=on|require). */
+export const TLS_SUPPORTED = false;
+
+const out = (s: string) => void process.stdout.write(s);
+
+async function builtins(): Promise<{ plugins: string[]; filters: string[] } | undefined> {
+  try {
+    return await listBuiltins();
+  } catch {
+    return undefined;
+  }
+}
+
+async function loadLayers(a: CliArgs): Promise<{ plugin: Loaded<Plugin>; filters: Loaded<Filter>[] }> {
+  const plugin = await loadPlugin(a.plugin!);
+  const filters: Loaded<Filter>[] = [];
+  for (const f of a.filters) filters.push(await loadFilter(f));
+  return { plugin, filters };
+}
+
+/** --help, --version, --dump-config, --dump-plugin: the status, or undefined to serve. */
+async function infoMode(a: CliArgs): Promise<number | undefined> {
+  if (a.help && a.plugin === undefined) return out(usageText(await builtins())), 0;
+  if (a.dumpConfig) return out(dumpConfigText()), 0;
+  if (a.version && a.plugin === undefined) return out(versionText()), 0;
+  if (!a.help && !a.version && !a.dumpPlugin) return undefined;
+  const { plugin, filters } = await loadLayers(a);
+  if (a.help) return out(pluginHelpText(plugin, filters, await builtins())), 0;
+  if (a.version) return out(versionText([...filters, plugin])), 0;
+  await plugin.layer.load?.();
+  try {
+    out(dumpPluginText(plugin));
+  } finally {
+    await plugin.layer.unload?.();
+  }
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const fd = daemonChildFd();
+  const ready = fd !== undefined ? new ReadinessReporter(fd) : undefined;
+  if (ready) delete process.env[DAEMON_ENV];
+  let verbose = argv.includes("-v") || argv.includes("--verbose");
+  try {
+    const args = parseArgs(argv);
+    verbose = args.verbose;
+    const info = await infoMode(args);
+    if (info !== undefined) return info;
+    for (const d of args.debugFlags) debug(verbose, `-D ${d}: debug flags are not supported yet (ignored)`);
+    if (args.log !== "stderr") debug(verbose, `--log=${args.log}: messages go to stderr`);
+    if (args.tls !== "off" && !TLS_SUPPORTED) throw new CliError("TLS is not supported yet");
+    const plan = planListeners(args, process.env, process.pid);
+    const foreground =
+      args.foreground || args.single || args.run !== undefined || args.exitWithParent || plan.activation || !!ready;
+    if (!foreground) return await runDaemonParent(argv);
+    return await serve(args, plan, ready, verbose);
+  } catch (e) {
+    if (ready) ready.error(e);
+    else reportError(e, verbose);
+    return 1;
+  }
+}
+
+interface Started {
+  stack: Stack;
+  server: RunningServer;
+  /** Synchronous cleanups (temporary directory, pid file), run at exit. */
+  cleanups: Array<() => void>;
+}
+
+/** Load, configure and start: everything up to listening. Undoes itself on failure. */
+async function start(a: CliArgs, plan: ListenerPlan, log: (m: string) => void): Promise<Started> {
+  const { plugin, filters } = await loadLayers(a);
+  const stack = new Stack(plugin.layer, filters.map((f) => f.layer), { log });
+  const cleanups: Array<() => void> = [];
+  let loaded = false;
+  try {
+    await stack.load();
+    loaded = true;
+    for (const [key, value] of resolveParams(a.params, plugin.layer.magicConfigKey, plugin.layer.name)) {
+      log(`config key=${key}, value=${value}`);
+      await stack.config(key, value);
+    }
+    await stack.configComplete();
+    await stack.getReady();
+    await stack.afterFork();
+
+    let listeners: Listener[] = plan.listeners;
+    if (plan.privateUnix) {
+      const sock = makePrivateSocket();
+      cleanups.push(sock.remove);
+      listeners = [{ kind: "unix", path: sock.path }];
+    }
+    if (plan.activation) {
+      for (const v of ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]) delete process.env[v];
+    }
+    const opts: Parameters<typeof startServer>[1] = {
+      log,
+      listeners,
+      readonly: a.readonly,
+      threads: a.threads,
+      tls: a.tls,
+      verbose: a.verbose,
+      singleConnection: a.single,
+    };
+    if (a.exportName !== undefined) opts.exportName = a.exportName;
+    const server = await startServer(stack, opts);
+    if (a.pidfile !== undefined) cleanups.push(writePidfile(a.pidfile).remove);
+    return { stack, server, cleanups };
+  } catch (e) {
+    if (loaded) await stack.unload().catch(() => {});
+    runAll(cleanups);
+    throw e;
+  }
+}
+
+function runAll(fns: Array<() => void>): void {
+  for (const f of fns.splice(0).reverse()) {
+    try {
+      f();
+    } catch {
+      /* best effort */
+    }
+  }
+}
+
+/** Foreground serving until the server is done; the exit status. */
+async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | undefined, verbose: boolean): Promise<number> {
+  const log = (m: string) => debug(verbose, m);
+  const { stack, server, cleanups } = await start(a, plan, log);
+  ready?.listening();
+  log(`listening: ${server.address.uri}`);
+
+  let captive: Captive | undefined;
+  let stopping = false;
+  const shutdown = (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`shutting down: ${why}`);
+    server.shutdown().catch((e: unknown) => process.stderr.write(errorLine(e) + "\n"));
+  };
+  const removeSignals = onShutdownSignals(
+    (sig) => {
+      // A captive command would otherwise outlive its server.
+      if (captive && captive.child.exitCode === null && captive.child.signalCode === null) captive.child.kill(sig);
+      shutdown(sig);
+    },
+    (sig) => {
+      process.stderr.write(errorLine(`${sig} received again: exiting without a graceful shutdown`) + "\n");
+      runAll(cleanups);
+      process.exit(1);
+    },
+  );
+  const stopWatching = a.exitWithParent ? watchParent(() => shutdown("the parent process exited")) : undefined;
+
+  if (a.run !== undefined) {
+    const { uri, unixSocket, port } = server.address;
+    const env = captiveEnv(process.env, { uri, unixSocket, port }, a.exportName ?? "", a.tls);
+    log(`running: ${a.run}`);
+    captive = runCaptive(a.run, env, (m) => process.stderr.write(errorLine(m) + "\n"));
+    void captive.status.then(() => shutdown("the --run command exited"));
+  }
+
+  try {
+    await server.closed;
+    stopWatching?.();
+    if (!stopping) log("the server stopped");
+    await stack.cleanup();
+    await stack.unload();
+  } finally {
+    runAll(cleanups);
+    removeSignals();
+  }
+  return captive ? await captive.status : 0;
+}

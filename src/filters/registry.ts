@@ -1,0 +1,10 @@
+// Built-in filters by name. Each entry loads its module on demand and
+// returns the module's factory (call it for a fresh Filter object).
+
+import type { Filter } from "../backend/types.js";
+
+// A null-prototype object, so names like "constructor" are not found.
+export const builtinFilters: Record<string, () => Promise<() => Filter>> = Object.assign(Object.create(null), {
+  exportname: async () => (await import("./exportname/index.js")).default,
+  offset: async () => (await import("./offset/index.js")).default,
+});

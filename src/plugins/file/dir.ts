@@ -1,0 +1,75 @@
+// dir= mode of the file plugin: export names are file names inside one
+// directory. Every name a client sends is checked here before any open.
+
+import { readdir, realpath, stat } from "node:fs/promises";
+import { join, sep } from "node:path";
+import { NbdError } from "../../backend/types.js";
+import type { ExportEntry } from "../../backend/types.js";
+import { NBD_EINVAL } from "../../protocol/constants.js";
+
+/** The NBD protocol's limit on export names (bytes). */
+export const MAX_NAME_BYTES = 4096;
+
+/** A short, printable rendering of a client-supplied name for messages. */
+export function showName(name: string): string {
+  const cut = name.length > 64 ? `${name.slice(0, 64)}...` : name;
+  return JSON.stringify(cut);
+}
+
+/**
+ * Why `name` may not be used as an export name in dir mode, or null if it
+ * is acceptable syntactically (it may still not exist).
+ */
+export function nameProblem(name: string): string | null {
+  if (name === "") return "dir mode has no default export; the client must choose an export name";
+  if (Buffer.byteLength(name, "utf8") > MAX_NAME_BYTES) return `export name longer than ${MAX_NAME_BYTES} bytes`;
+  if (name.includes("\0")) return "export name contains a NUL byte";
+  if (name.includes("/")) return "export name contains '/'";
+  if (name === "." || name.includes("..")) return "export name contains '..' or is '.'";
+  return null;
+}
+
+/** True if `p` is strictly inside directory `dir` (both canonical). */
+function inside(dir: string, p: string): boolean {
+  const prefix = dir.endsWith(sep) ? dir : dir + sep;
+  return p.startsWith(prefix) && p.length > prefix.length;
+}
+
+/**
+ * Resolve an export name to the canonical path of a regular file or block
+ * device directly inside (or, through symlinks, still inside) `dir`.
+ * Throws NbdError(NBD_EINVAL) with a clear message otherwise.
+ */
+export async function resolveExport(dir: string, name: string): Promise<string> {
+  const problem = nameProblem(name);
+  if (problem !== null) throw new NbdError(NBD_EINVAL, `file: ${showName(name)}: ${problem}`);
+  let real: string;
+  try {
+    real = await realpath(join(dir, name));
+  } catch {
+    throw new NbdError(NBD_EINVAL, `file: export ${showName(name)} does not exist in ${dir}`);
+  }
+  if (!inside(dir, real)) {
+    throw new NbdError(NBD_EINVAL, `file: export ${showName(name)} resolves outside ${dir}`);
+  }
+  return real;
+}
+
+/** The exports of `dir`: regular files and block devices, sorted by name. */
+export async function listDir(dir: string): Promise<ExportEntry[]> {
+  const names = await readdir(dir);
+  names.sort();
+  const out: ExportEntry[] = [];
+  for (const name of names) {
+    if (nameProblem(name) !== null) continue;
+    try {
+      const real = await realpath(join(dir, name));
+      if (!inside(dir, real)) continue;
+      const st = await stat(real);
+      if (st.isFile() || st.isBlockDevice()) out.push({ name });
+    } catch {
+      // vanished or dangling symlink: not an export
+    }
+  }
+  return out;
+}

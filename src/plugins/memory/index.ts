@@ -1,0 +1,121 @@
+// memory plugin: a sparse RAM disk shared by every connection.
+
+import { NbdError, FLAG_REQ_ONE } from "../../backend/types.js";
+import type { Plugin, ExportEntry, Extent } from "../../backend/types.js";
+import { NBD_EINVAL, NBD_ENOSPC } from "../../protocol/constants.js";
+import { parseSize } from "../../backend/size.js";
+import { SparseArray, PAGE_SIZE } from "./sparse.js";
+
+/** The memory plugin's handle: nothing per connection, the disk is global. */
+export interface MemoryHandle {
+  readonly exportName: string;
+}
+
+export interface MemoryPlugin extends Plugin<MemoryHandle> {
+  /** The shared disk (exposed for tests and diagnostics). */
+  readonly disk: SparseArray;
+}
+
+export default function createPlugin(): MemoryPlugin {
+  let size: number | undefined;
+  const disk = new SparseArray();
+
+  function checkRange(count: number, offset: number, write: boolean): void {
+    if (offset < 0 || count < 0 || offset + count > size!) {
+      const what = `${count} bytes at offset ${offset}`;
+      if (write) throw new NbdError(NBD_ENOSPC, `memory: write of ${what} beyond end of disk (size ${size})`);
+      throw new NbdError(NBD_EINVAL, `memory: request of ${what} beyond end of disk (size ${size})`);
+    }
+  }
+
+  return {
+    name: "memory",
+    version: "1.0.0",
+    longname: "nbdstate memory plugin",
+    description: "A sparse RAM disk; all clients see the same contents, discarded on exit.",
+    magicConfigKey: "size",
+    configHelp:
+      "size=<SIZE>          (required) Size of the backing disk.\n" +
+      "allocator=sparse     Allocation strategy (only 'sparse' is available).",
+    disk,
+
+    config(key, value) {
+      switch (key) {
+        case "size":
+          try {
+            size = parseSize(value);
+          } catch (e) {
+            throw new Error(`memory: size: ${(e as Error).message}`);
+          }
+          return;
+        case "allocator":
+          if (value !== "sparse") {
+            throw new Error(`memory: allocator '${value}' is not supported (only 'sparse' is available)`);
+          }
+          return;
+        default:
+          throw new Error(`memory: unknown parameter '${key}'`);
+      }
+    },
+
+    configComplete() {
+      if (size === undefined) throw new Error("memory: size parameter is required");
+    },
+
+    dumpPlugin() {
+      return `memory_page_size=${PAGE_SIZE}\n`;
+    },
+
+    unload() {
+      disk.clear();
+    },
+
+    listExports(): ExportEntry[] {
+      return [{ name: "" }];
+    },
+    defaultExport() {
+      return "";
+    },
+
+    open(_readonly, exportName) {
+      return { exportName };
+    },
+
+    getSize: () => size!,
+    canWrite: () => true,
+    canFlush: () => true,
+    isRotational: () => false,
+    canTrim: () => true,
+    canZero: () => true,
+    canFastZero: () => true,
+    canFua: () => "native",
+    canMultiConn: () => true,
+    canExtents: () => true,
+    canCache: () => "native",
+
+    pread(_h, buf, offset) {
+      checkRange(buf.length, offset, false);
+      disk.read(buf, offset);
+    },
+    pwrite(_h, buf, offset) {
+      checkRange(buf.length, offset, true);
+      disk.write(buf, offset);
+    },
+    flush() {},
+    trim(_h, count, offset) {
+      checkRange(count, offset, true);
+      disk.zero(count, offset);
+    },
+    zero(_h, count, offset) {
+      checkRange(count, offset, true);
+      disk.zero(count, offset);
+    },
+    extents(_h, count, offset, flags): Extent[] {
+      checkRange(count, offset, false);
+      return disk.extents(count, offset, (flags & FLAG_REQ_ONE) !== 0);
+    },
+    cache(_h, count, offset) {
+      checkRange(count, offset, false);
+    },
+  };
+}
