@@ -154,7 +154,7 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
       if (!opts.getSnapshot().context.structuredReplies) info.flags &= ~C.NBD_FLAG_SEND_DF;
       report({ type: "EXPORT_READY" });
     } catch (err) {
-      report({ type: "EXPORT_FAILED", rep: C.NBD_REP_ERR_UNKNOWN, message: `${requested}: ${errorMessage(err)}` });
+      report({ type: "EXPORT_FAILED", error: "NBD_REP_ERR_UNKNOWN", message: `${requested}: ${errorMessage(err)}` });
     }
   };
 
@@ -162,7 +162,7 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
     optionsMachine.provide({
       actions: {
         replyAck: () => reply(C.NBD_REP_ACK),
-        replyError: (_, params) => reply(params.rep, Buffer.from(params.message.slice(0, 1024))),
+        replyError: (_, params) => reply(C[params.error], Buffer.from(params.message.slice(0, 1024))),
         listExports: () => {
           backend.listExports(p()).then(
             (list) => {
@@ -170,7 +170,7 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
               reply(C.NBD_REP_ACK);
               report({ type: "EXPORTS_LISTED" });
             },
-            (err) => report({ type: "LIST_FAILED", rep: C.NBD_REP_ERR_INVALID, message: errorMessage(err) }),
+            (err) => report({ type: "LIST_FAILED", error: "NBD_REP_ERR_INVALID", message: errorMessage(err) }),
           );
         },
         openExport: () => void openExport(),

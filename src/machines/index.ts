@@ -3,7 +3,11 @@
 import type { AnyStateMachine } from "xstate";
 import { backendLifecycleMachine } from "./backend-lifecycle.js";
 import { contextMachine } from "./context.js";
+import { handshakeMachine } from "./handshake.js";
+import { optionsMachine } from "./options.js";
+import { serverMachine } from "./server.js";
 import { sharedHandleMachine } from "./shared-handle.js";
+import { transmissionMachine } from "./transmission.js";
 
 export interface MachineEntry {
   /** File stem in diagrams/ (diagrams/ID.mmd, .dot, .svg). */
@@ -14,6 +18,35 @@ export interface MachineEntry {
 }
 
 export const machines: MachineEntry[] = [
+  {
+    id: "server",
+    machine: serverMachine,
+    summary:
+      "Listeners and connection actors: one connection actor spawned per client and stopped when it " +
+      "finishes; SHUTDOWN stops accepting, tells every connection to drain, and stops when none is left.",
+  },
+  {
+    id: "handshake",
+    machine: handshakeMachine,
+    summary:
+      "Fixed newstyle greeting (NBDMAGIC, IHAVEOPT, FIXED_NEWSTYLE|NO_ZEROES) and the client flags; " +
+      "unknown client flags close the connection, as the spec requires.",
+  },
+  {
+    id: "options",
+    machine: optionsMachine,
+    summary:
+      "Option haggling, one event per NBD_OPT_*: the option budget, TLS-required refusals, payload " +
+      "checks, exports listed and opened through the backend actor, until NBD_OPT_GO/EXPORT_NAME " +
+      "enters transmission or the connection closes.",
+  },
+  {
+    id: "transmission",
+    machine: transmissionMachine,
+    summary:
+      "Phase events of the transmission phase only (requests are plain code): NBD_CMD_DISC, server " +
+      "shutdown or a fatal error drain the requests in flight before the connection closes.",
+  },
   {
     id: "backend-lifecycle",
     machine: backendLifecycleMachine,

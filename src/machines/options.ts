@@ -19,9 +19,12 @@
 //   session" (there is no error reply for it).
 
 import { assign, setup } from "xstate";
-import {
-  NBD_REP_ERR_INVALID, NBD_REP_ERR_POLICY, NBD_REP_ERR_TLS_REQD, NBD_REP_ERR_TOO_BIG, NBD_REP_ERR_UNSUP, MAX_OPTIONS,
-} from "../protocol/constants.js";
+import { MAX_OPTIONS } from "../protocol/constants.js";
+
+/** Option errors by their spec name (src/protocol/constants.ts has the numbers). */
+export type RepError =
+  | "NBD_REP_ERR_UNSUP" | "NBD_REP_ERR_POLICY" | "NBD_REP_ERR_INVALID" | "NBD_REP_ERR_PLATFORM" | "NBD_REP_ERR_TLS_REQD"
+  | "NBD_REP_ERR_UNKNOWN" | "NBD_REP_ERR_SHUTDOWN" | "NBD_REP_ERR_BLOCK_SIZE_REQD" | "NBD_REP_ERR_TOO_BIG";
 
 export type TlsMode = "off" | "on" | "require";
 
@@ -55,9 +58,9 @@ export type OptionsEvent =
   | { type: "NBD_OPT_UNKNOWN"; option: number }
   | { type: "OPTION_TOO_LARGE"; option: number }
   | { type: "EXPORTS_LISTED" }
-  | { type: "LIST_FAILED"; rep: number; message: string }
+  | { type: "LIST_FAILED"; error: RepError; message: string }
   | { type: "EXPORT_READY" }
-  | { type: "EXPORT_FAILED"; rep: number; message: string }
+  | { type: "EXPORT_FAILED"; error: RepError; message: string }
   | { type: "TLS_READY" }
   | { type: "TLS_FAILED"; message: string }
   | { type: "TIMEOUT" }
@@ -70,9 +73,9 @@ export interface OptionsOutput {
   reason?: string;
 }
 
-type ErrParams = { rep: number; message: string };
+type ErrParams = { error: RepError; message: string };
 
-const err = (rep: number, message: string) => ({ type: "replyError" as const, params: { rep, message } });
+const err = (error: RepError, message: string) => ({ type: "replyError" as const, params: { error, message } });
 const reason = (r: string) => ({ type: "recordReason" as const, params: { reason: r } });
 
 const overBudget = {
@@ -82,12 +85,12 @@ const overBudget = {
 };
 const tlsRequired = {
   guard: "tlsRequired" as const,
-  actions: ["countOption" as const, err(NBD_REP_ERR_TLS_REQD, "TLS is required on this server")],
+  actions: ["countOption" as const, err("NBD_REP_ERR_TLS_REQD", "TLS is required on this server")],
 };
 const openExport = [
   overBudget,
   tlsRequired,
-  { guard: "malformed" as const, actions: ["countOption" as const, err(NBD_REP_ERR_INVALID, "malformed NBD_OPT_INFO/GO")] },
+  { guard: "malformed" as const, actions: ["countOption" as const, err("NBD_REP_ERR_INVALID", "malformed NBD_OPT_INFO/GO")] },
   { target: "OPEN_EXPORT" as const, actions: ["countOption" as const, "recordOption" as const] },
 ];
 const metaContext = (set: boolean) => [
@@ -95,9 +98,9 @@ const metaContext = (set: boolean) => [
   tlsRequired,
   {
     guard: "structuredRepliesOff" as const,
-    actions: ["countOption" as const, err(NBD_REP_ERR_INVALID, "meta contexts need structured replies")],
+    actions: ["countOption" as const, err("NBD_REP_ERR_INVALID", "meta contexts need structured replies")],
   },
-  { guard: "malformed" as const, actions: ["countOption" as const, err(NBD_REP_ERR_INVALID, "malformed meta context option")] },
+  { guard: "malformed" as const, actions: ["countOption" as const, err("NBD_REP_ERR_INVALID", "malformed meta context option")] },
   { actions: ["countOption" as const, { type: "replyMetaContexts" as const, params: { set } }] },
 ];
 
@@ -171,9 +174,9 @@ export const optionsMachine = setup({
         ],
         NBD_OPT_STARTTLS: [
           overBudget,
-          { guard: "nonEmptyPayload", actions: ["countOption", err(NBD_REP_ERR_INVALID, "STARTTLS takes no data")] },
-          { guard: "tlsUnavailable", actions: ["countOption", err(NBD_REP_ERR_POLICY, "TLS is not enabled on this server")] },
-          { guard: "tlsAlreadyActive", actions: ["countOption", err(NBD_REP_ERR_INVALID, "TLS is already active")] },
+          { guard: "nonEmptyPayload", actions: ["countOption", err("NBD_REP_ERR_INVALID", "STARTTLS takes no data")] },
+          { guard: "tlsUnavailable", actions: ["countOption", err("NBD_REP_ERR_POLICY", "TLS is not enabled on this server")] },
+          { guard: "tlsAlreadyActive", actions: ["countOption", err("NBD_REP_ERR_INVALID", "TLS is already active")] },
           { target: "STARTTLS", actions: "countOption" },
         ],
         NBD_OPT_EXPORT_NAME: [
@@ -184,7 +187,7 @@ export const optionsMachine = setup({
         NBD_OPT_LIST: [
           overBudget,
           tlsRequired,
-          { guard: "nonEmptyPayload", actions: ["countOption", err(NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data")] },
+          { guard: "nonEmptyPayload", actions: ["countOption", err("NBD_REP_ERR_INVALID", "NBD_OPT_LIST takes no data")] },
           { target: "LIST_EXPORTS", actions: "countOption" },
         ],
         NBD_OPT_INFO: openExport,
@@ -192,13 +195,13 @@ export const optionsMachine = setup({
         NBD_OPT_STRUCTURED_REPLY: [
           overBudget,
           tlsRequired,
-          { guard: "nonEmptyPayload", actions: ["countOption", err(NBD_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data")] },
+          { guard: "nonEmptyPayload", actions: ["countOption", err("NBD_REP_ERR_INVALID", "NBD_OPT_STRUCTURED_REPLY takes no data")] },
           { actions: ["countOption", "enableStructuredReplies", "replyAck"] },
         ],
         NBD_OPT_LIST_META_CONTEXT: metaContext(false),
         NBD_OPT_SET_META_CONTEXT: metaContext(true),
-        NBD_OPT_UNKNOWN: [overBudget, tlsRequired, { actions: ["countOption", err(NBD_REP_ERR_UNSUP, "option not supported")] }],
-        OPTION_TOO_LARGE: [overBudget, { actions: ["countOption", err(NBD_REP_ERR_TOO_BIG, "option payload too large")] }],
+        NBD_OPT_UNKNOWN: [overBudget, tlsRequired, { actions: ["countOption", err("NBD_REP_ERR_UNSUP", "option not supported")] }],
+        OPTION_TOO_LARGE: [overBudget, { actions: ["countOption", err("NBD_REP_ERR_TOO_BIG", "option payload too large")] }],
         TIMEOUT: { target: "CLOSED", actions: [reason("option phase timed out"), "closeConnection"] },
         CLIENT_CLOSED: { target: "CLOSED", actions: reason("client closed the connection") },
       },
@@ -207,7 +210,7 @@ export const optionsMachine = setup({
       entry: "listExports",
       on: {
         EXPORTS_LISTED: "AWAIT_OPTION",
-        LIST_FAILED: { target: "AWAIT_OPTION", actions: { type: "replyError", params: ({ event }) => ({ rep: event.rep, message: event.message }) } },
+        LIST_FAILED: { target: "AWAIT_OPTION", actions: { type: "replyError", params: ({ event }) => ({ error: event.error, message: event.message }) } },
         CLIENT_CLOSED: "CLOSED",
       },
     },
@@ -218,7 +221,7 @@ export const optionsMachine = setup({
           { guard: "isGo", target: "TRANSMISSION", actions: "replyInfo" },
           { target: "AWAIT_OPTION", actions: ["replyInfo", "closeExport"] },
         ],
-        EXPORT_FAILED: { target: "AWAIT_OPTION", actions: { type: "replyError", params: ({ event }) => ({ rep: event.rep, message: event.message }) } },
+        EXPORT_FAILED: { target: "AWAIT_OPTION", actions: { type: "replyError", params: ({ event }) => ({ error: event.error, message: event.message }) } },
         CLIENT_CLOSED: "CLOSED",
       },
     },

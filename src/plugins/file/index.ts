@@ -161,7 +161,7 @@ export default function createPlugin(): Plugin<FileHandleState> {
     async getSize(h) {
       const st = await h.fh.stat({ bigint: true });
       if (h.isBlock) return blockDeviceSize(st.rdev);
-      return st.size;
+      return Number(st.size);
     },
     canWrite: (h) => !h.readonly,
     canFlush: () => true,
