@@ -58,7 +58,7 @@ export default function createPlugin(): Plugin<FileHandleState> {
     try {
       const st = await fh.stat();
       if (!st.isFile() && !st.isBlockDevice()) {
-        throw new NbdError(NBD_EINVAL, `file: ${exportName ? `export '${exportName}'` : path} is not a regular file or block device`);
+        throw new NbdError(NBD_EINVAL, `file: ${exportName ? `export ${showName(exportName)}` : path} is not a regular file or block device`);
       }
       return { fh, path, exportName, readonly: ro, isBlock: st.isBlockDevice(), canPunch: undefined };
     } catch (e) {
