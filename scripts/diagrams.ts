@@ -13,7 +13,13 @@ const outDir = join(root, "diagrams");
 mkdirSync(outDir, { recursive: true });
 
 const hasDot = spawnSync("dot", ["-V"], { stdio: "ignore" }).status === 0;
-const entries = [...machines].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+// README order follows src/machines/index.ts (it reads like the protocol: server, handshake, ...).
+const ids = new Set<string>();
+for (const { id } of machines) {
+  if (ids.has(id)) throw new Error(`duplicate machine id ${id} in src/machines/index.ts`);
+  ids.add(id);
+}
+const entries = machines;
 
 const readme: string[] = [
   "# State machine diagrams",

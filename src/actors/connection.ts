@@ -17,6 +17,8 @@ export interface ConnectionSettings {
   tls: TlsMode;
   maxInFlight: number;
   maxInFlightBytes: number;
+  /** Options one client may send before it is cut off (default MAX_OPTIONS). */
+  maxOptions?: number;
   inspect?: (ev: InspectionEvent) => void;
   log: (msg: string) => void;
 }
@@ -74,8 +76,9 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     });
     socket.on("end", () => {
       queue.end();
-      // Half-close from the client: nothing more will arrive.
-      if (tx) tx.clientClosed();
+      // Half-close: nothing more will arrive, but replies still owed go out.
+      if (tx) tx.inputEnded();
+      else if (!negotiating) socket.end();
     });
     socket.on("error", (e) => settings.log(`${id}: ${e.message}`));
     socket.on("close", () => {
@@ -96,6 +99,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     negotiate(socket, queue, messenger, {
       readonly: settings.readonly,
       tls: settings.tls,
+      maxOptions: settings.maxOptions,
       inspect: settings.inspect,
       onPhase: (p) => (phase = p),
     })
@@ -117,8 +121,11 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
             messenger.close(neg.opened, fin).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`)).finally(finish);
           },
         });
-        if (socket.destroyed || queue.ended) tx.clientClosed();
-        else tx.pump();
+        if (socket.destroyed) tx.clientClosed();
+        else {
+          tx.pump();
+          if (queue.ended) tx.inputEnded();
+        }
       })
       .catch((e: unknown) => {
         negotiating = false;

@@ -11,7 +11,7 @@ import {
   decodeInfoRequest, decodeMetaContextRequest, encodeExportNameReply, encodeGreeting, encodeInfoReply,
   encodeMetaContextReply, encodeOptionReply, encodeServerReply, WireError,
 } from "../protocol/wire.js";
-import { errorMessage } from "../backend/errors.js";
+import { errorMessage, toNbdErrno } from "../backend/errors.js";
 import type { Opened } from "../backend/opened.js";
 import type { ExportEntry, ListParams } from "../backend/types.js";
 import { ByteQueue, EofError } from "./byte-queue.js";
@@ -84,6 +84,20 @@ function optionEvent(option: number, data: Buffer): OptionsEvent {
     default:
       return { type: "NBD_OPT_UNKNOWN", option };
   }
+}
+
+/** Resolves once the socket's write buffer is below its high-water mark (or it is gone). */
+function drained(socket: Duplex): Promise<void> {
+  if (!socket.writableNeedDrain || socket.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off("drain", done);
+      socket.off("close", done);
+      resolve();
+    };
+    socket.on("drain", done);
+    socket.on("close", done);
+  });
 }
 
 /** Strings: "MUST NOT contain NUL characters ... MUST be no longer than 4096 bytes". */
@@ -170,7 +184,15 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
               reply(C.NBD_REP_ACK);
               report({ type: "EXPORTS_LISTED" });
             },
-            (err) => report({ type: "LIST_FAILED", error: "NBD_REP_ERR_INVALID", message: errorMessage(err) }),
+            // A listing refused by policy (EPERM, e.g. exportname-list=error)
+            // is NBD_REP_ERR_POLICY; any other failure is the server's,
+            // NBD_REP_ERR_PLATFORM as nbdkit sends (not INVALID: the
+            // client's option was fine). Negotiation continues either way.
+            (err) => report({
+              type: "LIST_FAILED",
+              error: toNbdErrno(err) === C.NBD_EPERM ? "NBD_REP_ERR_POLICY" : "NBD_REP_ERR_PLATFORM",
+              message: errorMessage(err),
+            }),
           );
         },
         openExport: () => void openExport(),
@@ -199,7 +221,8 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
           for (const n of names) reply(C.NBD_REP_META_CONTEXT, encodeMetaContextReply(BASE_ALLOCATION_ID, n));
           reply(C.NBD_REP_ACK);
         },
-        startTls: () => {},
+        // No TLS yet: fail the upgrade (closing) rather than leave the client waiting forever.
+        startTls: () => report({ type: "TLS_FAILED", message: "TLS is not supported yet" }),
         closeConnection: () => socket.end(),
       },
     }),
@@ -231,6 +254,9 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
       currentOption = head.readUInt32BE(8);
       const length = head.readUInt32BE(12);
       o.onPhase?.(C.OPTION_NAMES[currentOption] ?? `option ${currentOption}`);
+      // Far too long to be honest: hang up rather than read it (spec: a
+      // server MAY hard-disconnect a client it deems a denial of service).
+      if (length > C.MAX_SKIPPED_OPTION_LENGTH) throw new WireError(`option length ${length} is too large`);
       if (length > C.MAX_OPTION_LENGTH) {
         await queue.skip(length);
         lastEvent = { type: "OPTION_TOO_LARGE", option: currentOption };
@@ -239,6 +265,10 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
       }
       opts.send(lastEvent);
       await settled();
+      // Back-pressure: a client that sends options without reading the
+      // replies (a listing can be megabytes) must not make the server
+      // buffer them all; read the next option only once they are out.
+      await drained(socket);
       o.onPhase?.("options");
     }
   } catch (e) {

@@ -6,14 +6,18 @@ import * as C from "../protocol/constants.js";
 import { FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE } from "../backend/types.js";
 import type { ExportInfo } from "./export-info.js";
 
+// "NBD_CMD_FLAG_FUA; This flag is valid for all commands, provided
+// NBD_FLAG_SEND_FUA has been negotiated, in which case the server MUST
+// accept all commands with this bit set (even by ignoring the bit)."
+const FUA = C.NBD_CMD_FLAG_FUA;
 const ALLOWED_FLAGS: Record<number, number> = {
-  [C.NBD_CMD_READ]: C.NBD_CMD_FLAG_DF,
-  [C.NBD_CMD_WRITE]: C.NBD_CMD_FLAG_FUA,
-  [C.NBD_CMD_FLUSH]: 0,
-  [C.NBD_CMD_TRIM]: C.NBD_CMD_FLAG_FUA,
-  [C.NBD_CMD_CACHE]: 0,
-  [C.NBD_CMD_WRITE_ZEROES]: C.NBD_CMD_FLAG_FUA | C.NBD_CMD_FLAG_NO_HOLE | C.NBD_CMD_FLAG_FAST_ZERO,
-  [C.NBD_CMD_BLOCK_STATUS]: C.NBD_CMD_FLAG_REQ_ONE,
+  [C.NBD_CMD_READ]: FUA | C.NBD_CMD_FLAG_DF,
+  [C.NBD_CMD_WRITE]: FUA,
+  [C.NBD_CMD_FLUSH]: FUA,
+  [C.NBD_CMD_TRIM]: FUA,
+  [C.NBD_CMD_CACHE]: FUA,
+  [C.NBD_CMD_WRITE_ZEROES]: FUA | C.NBD_CMD_FLAG_NO_HOLE | C.NBD_CMD_FLAG_FAST_ZERO,
+  [C.NBD_CMD_BLOCK_STATUS]: FUA | C.NBD_CMD_FLAG_REQ_ONE,
 };
 
 /** The transmission flag a command needs advertised before a client may send it. */
@@ -48,8 +52,9 @@ export function checkRequest(l: RequestLimits, type: number, flags: number, offs
   if ((type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE) && count > C.MAX_REQUEST_SIZE) return C.NBD_EINVAL;
   if (count === 0) return C.NBD_EINVAL;
   if (offset > info.size || count > info.size - offset) {
-    // Writing past the end is "no space"; reading past it is invalid.
-    return writes ? C.NBD_ENOSPC : C.NBD_EINVAL;
+    // Writing data or zeroes past the end is "no space" (spec: "SHOULD
+    // return NBD_ENOSPC" for writes beyond the end); the rest, as nbdkit, EINVAL.
+    return type === C.NBD_CMD_WRITE || type === C.NBD_CMD_WRITE_ZEROES ? C.NBD_ENOSPC : C.NBD_EINVAL;
   }
   return 0;
 }
@@ -57,7 +62,9 @@ export function checkRequest(l: RequestLimits, type: number, flags: number, offs
 /** NBD command flags to the stack's request flags (src/backend/types.ts). */
 export function stackFlags(type: number, flags: number): number {
   let f = 0;
-  if (flags & C.NBD_CMD_FLAG_FUA) f |= FLAG_FUA;
+  // FUA reaches the stack only on commands that write (elsewhere it is ignored).
+  const writes = type === C.NBD_CMD_WRITE || type === C.NBD_CMD_TRIM || type === C.NBD_CMD_WRITE_ZEROES;
+  if (flags & C.NBD_CMD_FLAG_FUA && writes) f |= FLAG_FUA;
   if (type === C.NBD_CMD_WRITE_ZEROES && !(flags & C.NBD_CMD_FLAG_NO_HOLE)) f |= FLAG_MAY_TRIM;
   if (flags & C.NBD_CMD_FLAG_REQ_ONE) f |= FLAG_REQ_ONE;
   if (flags & C.NBD_CMD_FLAG_FAST_ZERO) f |= FLAG_FAST_ZERO;

@@ -24,6 +24,8 @@ export interface StartOptions extends ServerOptions {
   inspect?: (ev: InspectionEvent) => void;
   log?: (msg: string) => void;
   maxConnections?: number;
+  /** Options one client may send before it is cut off (default MAX_OPTIONS; tests use a few). */
+  maxOptions?: number;
 }
 
 function stdioDuplex(): Duplex {
@@ -79,6 +81,7 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
             tls: opts.tls,
             maxInFlight: Math.max(1, opts.threads),
             maxInFlightBytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            maxOptions: opts.maxOptions,
             inspect: opts.inspect,
             log,
           },
@@ -112,7 +115,7 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
     }
     const fds = l.kind === "activation" ? [...l.fds] : [];
     for (let i = 0; i < Math.max(1, fds.length); i++) {
-      const server = net.createServer({ pauseOnConnect: false }, (socket) => {
+      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
         socket.setNoDelay(true);
         actor.send({ type: "CONNECTION", socket, remote: socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : "unix" });
       });

@@ -77,10 +77,17 @@ export class Transmission {
     this.machine.send({ type: "SHUTDOWN" });
   }
 
+  /** The client half-closed: drain what is in flight, then close. */
+  inputEnded(): void {
+    this.stopped = true;
+    this.machine.send({ type: "FATAL", reason: "client closed its sending side" });
+  }
+
   clientClosed(): void {
     this.clientGone = true;
     this.stopped = true;
-    this.machine.send({ type: "CLIENT_CLOSED" });
+    // The socket's "close" also follows our own end after CLOSED: nothing to tell then.
+    if (this.machine.getSnapshot().status === "active") this.machine.send({ type: "CLIENT_CLOSED" });
   }
 
   private fatal(reason: string): void {
@@ -89,9 +96,12 @@ export class Transmission {
   }
 
   private checkDrained(): void {
-    if (this.inFlight === 0 && this.machine.getSnapshot().value === "DRAINING") {
-      queueMicrotask(() => this.machine.send({ type: "REPLIES_DRAINED" }));
-    }
+    // Looked at once the current transition is over: as DRAINING's entry
+    // action this runs while the snapshot still says SERVING.
+    if (this.inFlight !== 0) return;
+    queueMicrotask(() => {
+      if (this.inFlight === 0 && this.machine.getSnapshot().value === "DRAINING") this.machine.send({ type: "REPLIES_DRAINED" });
+    });
   }
 
   private async close(): Promise<void> {
@@ -245,7 +255,7 @@ export class Transmission {
     this.inFlightBytes -= bytes;
     if (this.inFlight === 0) {
       for (const w of this.drainedWaiters.splice(0)) w();
-      this.checkDrained();
+      if (this.phase === "DRAINING") this.machine.send({ type: "REPLIES_DRAINED" });
     }
     if (this.paused && this.inFlight < this.o.maxInFlight && this.inFlightBytes < this.o.maxInFlightBytes) {
       this.paused = false;

@@ -48,18 +48,30 @@ export class Layer {
       list = f.listExports ? await f.listExports(this.below!.asLower(), p) : await this.below!.listExports(p);
     } else {
       const pl = this.impl as Plugin;
-      list = pl.listExports ? await pl.listExports(p) : [{ name: (await this.defaultExport(p)) ?? "" }];
+      if (pl.listExports) list = await pl.listExports(p);
+      else {
+        // nbdkit: a plugin without list_exports lists its default export,
+        // or nothing when it has none.
+        const def = await this.defaultExport(p);
+        list = def === null ? [] : [{ name: def }];
+      }
     }
     return checkList(this.name, list);
   }
 
   async defaultExport(p: ListParams): Promise<string | null> {
+    let name: string | null;
     if (this.kind === "filter") {
       const f = this.impl as Filter;
-      return f.defaultExport ? await f.defaultExport(this.below!.asLower(), p) : this.below!.defaultExport(p);
+      name = f.defaultExport ? await f.defaultExport(this.below!.asLower(), p) : await this.below!.defaultExport(p);
+    } else {
+      const pl = this.impl as Plugin;
+      name = pl.defaultExport ? await pl.defaultExport(p) : "";
     }
-    const pl = this.impl as Plugin;
-    return pl.defaultExport ? await pl.defaultExport(p) : "";
+    // As nbdkit: a default name that is not a valid NBD string (over 4096
+    // bytes, or with NUL) is ignored, i.e. there is no default export.
+    if (typeof name !== "string" || !validString(name)) return null;
+    return name;
   }
 
   /** The view of this layer that the filter above it gets. */
@@ -116,12 +128,17 @@ function checkList(layer: string, list: ExportEntry[]): ExportEntry[] {
   const seen = new Set<string>();
   for (const e of list) {
     if (typeof e?.name !== "string") throw new Error(`${layer}: listExports returned an entry without a name`);
-    if (Buffer.byteLength(e.name) > MAX_STRING) throw new Error(`${layer}: export name longer than ${MAX_STRING} bytes`);
-    if (e.description !== undefined && Buffer.byteLength(e.description) > MAX_STRING) {
-      throw new Error(`${layer}: export description longer than ${MAX_STRING} bytes`);
+    if (!validString(e.name)) throw new Error(`${layer}: export name longer than ${MAX_STRING} bytes or containing NUL`);
+    if (e.description !== undefined && e.description !== null && (typeof e.description !== "string" || !validString(e.description))) {
+      throw new Error(`${layer}: export description longer than ${MAX_STRING} bytes or containing NUL`);
     }
     if (seen.has(e.name)) throw new Error(`${layer}: listExports returned '${e.name}' twice`);
     seen.add(e.name);
   }
   return list;
+}
+
+/** An NBD string: "MUST NOT contain NUL characters ... MUST be no longer than 4096 bytes". */
+function validString(s: string): boolean {
+  return !s.includes("\0") && Buffer.byteLength(s) <= MAX_STRING;
 }

@@ -96,7 +96,12 @@ export class SharedContexts {
     for (const m of DATA) {
       const fn = ctx[m] as (...a: unknown[]) => Promise<unknown>;
       (v as unknown as Record<string, unknown>)[m] = (...a: unknown[]) => {
-        live();
+        // A rejected promise, never a synchronous throw: callers chain .then().
+        try {
+          live();
+        } catch (err) {
+          return Promise.reject(err);
+        }
         return h.track(fn.apply(ctx, a));
       };
     }

@@ -25,13 +25,14 @@ export function errorMessage(e: unknown): string {
   }
   msg = msg.replace(/\s*\n\s*/g, " ").trim();
   // Our own prefix may already be there (e.g. a message relayed from a child).
-  if (msg.startsWith(`${PROGRAM}: `)) msg = msg.slice(PROGRAM.length + 2);
+  if (msg.startsWith(`${PROGRAM}: error: `)) msg = msg.slice(PROGRAM.length + 9);
+  else if (msg.startsWith(`${PROGRAM}: `)) msg = msg.slice(PROGRAM.length + 2);
   return msg || "unknown error";
 }
 
-/** The one line printed for a failure, e.g. "nbdstate: unknown parameter 'foo'". */
+/** The one line printed for a failure, as nbdkit's: "nbdstate: error: memory: unknown parameter 'foo'". */
 export function errorLine(e: unknown): string {
-  return `${PROGRAM}: ${errorMessage(e)}`;
+  return `${PROGRAM}: error: ${errorMessage(e)}`;
 }
 
 /** Print a failure to stderr: one line, plus the stack when verbose. */

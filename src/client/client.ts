@@ -23,27 +23,17 @@ import {
   NBD_OPT_SET_META_CONTEXT,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
-  NBD_REP_ERR_UNSUP,
 } from "../protocol/constants.js";
 import { type BlockStatusExtent, WireError, encodeOption, writeRequest } from "../protocol/wire.js";
-import { NbdDisconnectedError, NbdOptionError, NbdProtocolError } from "./errors.js";
+import { NbdDisconnectedError, NbdProtocolError } from "./errors.js";
 import { type ConnectOptions, type HandshakeOptions, handshake, openStream } from "./handshake.js";
+import { type OpenOptions, openClient } from "./open.js"; // cycle-safe: used only at call time
 import * as opt from "./options.js";
 import { RawAccess } from "./raw.js";
 import { StreamReader } from "./reader.js";
 import { type Pending, type RawReply, ReplyParser } from "./replies.js";
 
 export type Phase = "options" | "transmission" | "closed";
-
-/** Options for NbdClient.open: connect, negotiate, and enter transmission. */
-export type OpenOptions = ConnectOptions & {
-  exportName?: string;
-  /** Negotiate structured replies (default true). */
-  structuredReplies?: boolean;
-  /** Meta contexts to select, e.g. ["base:allocation"] (needs structured replies). */
-  metaContexts?: string[];
-  requestBlockSize?: boolean;
-};
 
 const MAX_U32 = 0xffffffff;
 
@@ -88,40 +78,29 @@ export class NbdClient {
 
   /** Connect and complete the initial handshake; the client is then in option haggling. */
   static async connect(target: ConnectOptions | Duplex, opts: HandshakeOptions = {}): Promise<NbdClient> {
+    const isStream = typeof (target as Duplex).pipe === "function";
+    const o = { ...(isStream ? {} : (target as HandshakeOptions)), ...opts };
     const c = new NbdClient(await openStream(target));
+    let timedOut: Error | undefined;
+    const timer = o.timeout
+      ? setTimeout(() => c.destroy((timedOut = new NbdDisconnectedError(`NBD handshake timed out after ${o.timeout} ms`))), o.timeout)
+      : undefined;
     try {
-      const hs = await handshake(c.reader, c.channel.send, { ...(target as HandshakeOptions), ...opts });
+      const hs = await handshake(c.reader, c.channel.send, o);
       c.handshakeFlags = hs.handshakeFlags;
       c.clientFlags = hs.clientFlags;
       return c;
     } catch (err) {
       c.destroy(err as Error);
-      throw err;
+      throw timedOut ?? err;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  /** Connect, negotiate (structured replies, meta contexts) and go to an export. */
-  static async open(o: OpenOptions): Promise<NbdClient> {
-    const c = await NbdClient.connect(o);
-    const name = o.exportName ?? "";
-    try {
-      if (!c.fixedNewstyle) {
-        await c.exportName(name);
-        return c;
-      }
-      if (o.structuredReplies !== false) await c.structuredReply();
-      if (o.metaContexts?.length && c.structuredReplies) await c.setMetaContext(name, o.metaContexts);
-      try {
-        await c.go(name, { requestBlockSize: o.requestBlockSize });
-      } catch (err) {
-        if (!(err instanceof NbdOptionError) || err.replyType !== NBD_REP_ERR_UNSUP) throw err;
-        await c.exportName(name);
-      }
-      return c;
-    } catch (err) {
-      c.destroy(err as Error);
-      throw err;
-    }
+  /** Connect, negotiate and go to an export (see openClient). */
+  static open(o: OpenOptions): Promise<NbdClient> {
+    return openClient(o);
   }
 
   get fixedNewstyle(): boolean {

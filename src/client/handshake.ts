@@ -26,6 +26,8 @@ export interface HandshakeOptions {
   noZeroes?: boolean;
   /** Send exactly these client flags instead (tests). */
   clientFlags?: number;
+  /** Give up if the greeting has not arrived within this many ms (default: wait). */
+  timeout?: number;
 }
 
 export type ConnectOptions = ConnectTarget & HandshakeOptions;

@@ -1,5 +1,6 @@
 // Public surface of the NBD client.
-export { NbdClient, type OpenOptions, type Phase } from "./client.js";
+export { NbdClient, type Phase } from "./client.js";
+export { openClient, type OpenOptions } from "./open.js";
 export type { ConnectOptions, ConnectTarget, HandshakeOptions } from "./handshake.js";
 export type { BlockSize, ExportEntry, ExportInfo, MetaContext, OptionReply } from "./options.js";
 export type { RawReply, ReplyFrame } from "./replies.js";

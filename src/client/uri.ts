@@ -4,7 +4,8 @@
 // The export name is the path without its leading "/", percent-decoded.
 
 import { NBD_DEFAULT_PORT } from "../protocol/constants.js";
-import { NbdClient, type OpenOptions } from "./client.js";
+import type { NbdClient } from "./client.js";
+import { openClient, type OpenOptions } from "./open.js";
 import type { ConnectTarget } from "./handshake.js";
 
 export interface NbdUri {
@@ -43,5 +44,5 @@ export function parseNbdUri(uri: string): NbdUri {
 export async function openNbdUri(uri: string, opts: Omit<OpenOptions, "path" | "host" | "port" | "socket"> = {}): Promise<NbdClient> {
   const p = parseNbdUri(uri);
   if (p.tls) throw new Error(`NBD URI ${uri}: TLS (nbds) is not supported yet`);
-  return NbdClient.open({ ...p.target, exportName: p.exportName, ...opts } as OpenOptions);
+  return openClient({ ...p.target, exportName: p.exportName, ...opts } as OpenOptions);
 }

@@ -7,4 +7,6 @@ import type { Filter } from "../backend/types.js";
 export const builtinFilters: Record<string, () => Promise<() => Filter>> = Object.assign(Object.create(null), {
   exportname: async () => (await import("./exportname/index.js")).default,
   offset: async () => (await import("./offset/index.js")).default,
+  retry: async () => (await import("./retry/index.js")).default,
+  shared: async () => (await import("./shared/index.js")).default,
 });

@@ -211,7 +211,7 @@ export const optionsMachine = setup({
       on: {
         EXPORTS_LISTED: "AWAIT_OPTION",
         LIST_FAILED: { target: "AWAIT_OPTION", actions: { type: "replyError", params: ({ event }) => ({ error: event.error, message: event.message }) } },
-        CLIENT_CLOSED: "CLOSED",
+        CLIENT_CLOSED: { target: "CLOSED", actions: reason("client closed the connection") },
       },
     },
     OPEN_EXPORT: {
@@ -222,7 +222,7 @@ export const optionsMachine = setup({
           { target: "AWAIT_OPTION", actions: ["replyInfo", "closeExport"] },
         ],
         EXPORT_FAILED: { target: "AWAIT_OPTION", actions: { type: "replyError", params: ({ event }) => ({ error: event.error, message: event.message }) } },
-        CLIENT_CLOSED: "CLOSED",
+        CLIENT_CLOSED: { target: "CLOSED", actions: reason("client closed the connection") },
       },
     },
     EXPORT_NAME: {
@@ -230,7 +230,7 @@ export const optionsMachine = setup({
       on: {
         EXPORT_READY: { target: "TRANSMISSION", actions: "replyExportName" },
         EXPORT_FAILED: { target: "CLOSED", actions: [reason("unknown export"), "closeConnection"] },
-        CLIENT_CLOSED: "CLOSED",
+        CLIENT_CLOSED: { target: "CLOSED", actions: reason("client closed the connection") },
       },
     },
     STARTTLS: {
@@ -238,7 +238,7 @@ export const optionsMachine = setup({
       on: {
         TLS_READY: { target: "AWAIT_OPTION", actions: "tlsUp" },
         TLS_FAILED: { target: "CLOSED", actions: [reason("TLS handshake failed"), "closeConnection"] },
-        CLIENT_CLOSED: "CLOSED",
+        CLIENT_CLOSED: { target: "CLOSED", actions: reason("client closed the connection") },
       },
     },
     TRANSMISSION: { type: "final" },

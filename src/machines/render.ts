@@ -37,12 +37,14 @@ export function formatGuard(g: unknown): string {
 }
 
 function formatParams(p: unknown): string {
-  if (p === undefined) return "";
-  if (typeof p === "object" && p !== null) {
-    const vals = Object.keys(p).sort().map((k) => String((p as Record<string, unknown>)[k]));
-    return `(${vals.join(", ")})`;
+  // Dynamic params (a function) have no stable text: show the name only.
+  if (p === undefined || p === null || typeof p === "function") return "";
+  const prim = (v: unknown) => (v === null || typeof v !== "object" && typeof v !== "function" ? String(v) : "…");
+  if (typeof p === "object") {
+    const vals = Object.keys(p).sort().map((k) => prim((p as Record<string, unknown>)[k]));
+    return vals.length ? `(${vals.join(", ")})` : "";
   }
-  return `(${String(p)})`;
+  return `(${prim(p)})`;
 }
 
 /** An action as text: its name (with parameter values), or "assign"/"inline". */

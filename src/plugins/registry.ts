@@ -7,6 +7,7 @@ import type { Plugin } from "../backend/types.js";
 export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Object.assign(Object.create(null), {
   file: async () => (await import("./file/index.js")).default,
   memory: async () => (await import("./memory/index.js")).default,
+  nbd: async () => (await import("./nbd/index.js")).default,
   null: async () => (await import("./null/index.js")).default,
   pattern: async () => (await import("./pattern/index.js")).default,
 });

@@ -141,6 +141,8 @@ export const MAX_STRING = 4096;
 export const MAX_REQUEST_SIZE = 64 * 1024 * 1024;
 /** Largest option payload read from a client; anything larger is discarded. */
 export const MAX_OPTION_LENGTH = 64 * 1024;
+/** Option payloads up to this size are skipped (and refused); larger ones close the connection. */
+export const MAX_SKIPPED_OPTION_LENGTH = 16 * 1024 * 1024;
 /** How many options one connection may send before it is cut off. */
 export const MAX_OPTIONS = 256;
 

@@ -4,7 +4,7 @@
 //   NBDSTATE_TEST_SERVER=nbdkit   run the suites against nbdkit (reference)
 //   (unset or "nbdstate")         run them against `node bin/nbdstate.js`
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -228,11 +228,13 @@ export interface StopResult {
 }
 
 export interface RunningServer {
-  /** Path of the unix socket. */
+  /** Path of the unix socket ("" for a TCP server). */
   sock: string;
+  /** TCP port (startTcpServer only). */
+  port: number | undefined;
   /** The server's private temp dir (holds the socket; removed on stop). */
   dir: string;
-  /** nbd+unix:///[export]?socket=SOCK */
+  /** nbd+unix:///[export]?socket=SOCK, or nbd://127.0.0.1:PORT/[export] */
   uri: string;
   /** URI of a named export on this server. */
   uriFor(exportName: string): string;
@@ -274,8 +276,40 @@ process.on("exit", () => {
 export async function startServer(args: readonly string[], opts: StartOptions = {}): Promise<RunningServer> {
   const dir = makeTmpDir();
   const sock = join(dir, "nbd.sock");
+  return launch(["-f", "-U", sock, ...args], args, { path: sock }, dir, opts, {
+    sock,
+    port: undefined,
+    uri: unixUri(sock, opts.exportName ?? ""),
+    uriFor: (name: string) => unixUri(sock, name),
+  });
+}
+
+/**
+ * Start the server in the foreground on TCP, loopback only:
+ * `SERVER -f -p PORT -i 127.0.0.1 ...args` with a free port.
+ */
+export async function startTcpServer(args: readonly string[], opts: StartOptions = {}): Promise<RunningServer> {
+  const dir = makeTmpDir();
+  const port = await freePort();
+  const tcpUri = (name: string) => `nbd://127.0.0.1:${port}/${encodeURIComponent(name)}`;
+  return launch(["-f", "-p", String(port), "-i", "127.0.0.1", ...args], args, { host: "127.0.0.1", port }, dir, opts, {
+    sock: "",
+    port,
+    uri: tcpUri(opts.exportName ?? ""),
+    uriFor: tcpUri,
+  });
+}
+
+async function launch(
+  fullArgs: readonly string[],
+  args: readonly string[],
+  ready: { path: string } | { host: string; port: number },
+  dir: string,
+  opts: StartOptions,
+  where: Pick<RunningServer, "sock" | "port" | "uri" | "uriFor">,
+): Promise<RunningServer> {
   const [cmd, ...prefix] = serverArgv();
-  const child = spawn(cmd!, [...prefix, "-f", "-U", sock, ...args], {
+  const child = spawn(cmd!, [...prefix, ...fullArgs], {
     env: opts.env ?? process.env,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -338,7 +372,7 @@ export async function startServer(args: readonly string[], opts: StartOptions = 
       await stop();
       throw describeFailure("exited before listening");
     }
-    if (existsSync(sock) && (await canConnect({ path: sock }))) break;
+    if (("port" in ready || existsSync(ready.path)) && (await canConnect(ready))) break;
     if (Date.now() > deadline) {
       await stop();
       throw describeFailure("timed out waiting for the socket to accept connections");
@@ -347,10 +381,8 @@ export async function startServer(args: readonly string[], opts: StartOptions = 
   }
 
   return {
-    sock,
+    ...where,
     dir,
-    uri: unixUri(sock, opts.exportName ?? ""),
-    uriFor: (name: string) => unixUri(sock, name),
     pid: child.pid!,
     get stderr() {
       return stderr;
@@ -388,5 +420,18 @@ export function pidAlive(pid: number): boolean {
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Whether `pid` is gone: no such process, or a zombie nobody reaped yet. */
+export function pidGone(pid: number): boolean {
+  if (!pidAlive(pid)) return true;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // pid (comm) STATE ...; comm may contain spaces and parentheses
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "Z" || state === "X";
+  } catch {
+    return true;
   }
 }

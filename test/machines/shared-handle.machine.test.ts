@@ -65,7 +65,7 @@ describe("sharedHandleMachine transitions", () => {
     expect(s.value).toBe("dormant");
     expect(s.context).toEqual({ refs: 0, waiters: 0, closeOnLastRelease: true, unloading: false, maxRefs: DEFAULT_MAX_REFS });
     expect(initialTransition(m, { maxRefs: 0 })[0].context.maxRefs).toBe(1);
-    expect(initialTransition(m)[0].context.closeOnLastRelease).toBe(false);
+    expect(initialTransition(m, {})[0].context.closeOnLastRelease).toBe(false);
   });
 
   it("ignores events a state does not name (e.g. OPENED in idle, AFTER_FORK twice)", () => {

@@ -43,6 +43,9 @@ export default function createFilter(): Filter<ExportnameHandle> {
         return desc;
       case "script": {
         const out = await runDescScript(desc, name);
+        // A script that could not run (or timed out) leaves the description
+        // from below, as nbdkit's get_desc does; empty output means none.
+        if (out === null) return def ?? null;
         return out === "" ? null : out;
       }
     }
@@ -121,9 +124,11 @@ export default function createFilter(): Filter<ExportnameHandle> {
         case "empty":
           return [];
         case "defaultonly": {
+          // As nbdkit (nbdkit_use_default_export): the canonical default
+          // name, without a description; nothing when there is no default
+          // (e.g. exportname-strict=true without exportname="").
           const def = await defaultExport(lower, p);
-          if (def === null) throw new NbdError(NBD_EINVAL, "exportname: there is no default export to list");
-          return [{ name: def }];
+          return def === null ? [] : [{ name: def }];
         }
         case "explicit":
           source = explicit.map((name) => ({ name }));

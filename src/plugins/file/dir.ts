@@ -1,10 +1,11 @@
 // dir= mode of the file plugin: export names are file names inside one
 // directory. Every name a client sends is checked here before any open.
 
-import { readdir, realpath, stat } from "node:fs/promises";
+import { opendir, realpath, stat } from "node:fs/promises";
 import { join, sep } from "node:path";
 import { NbdError } from "../../backend/types.js";
 import type { ExportEntry } from "../../backend/types.js";
+import { MAX_EXPORTS } from "../../backend/layer.js";
 import { NBD_EINVAL } from "../../protocol/constants.js";
 
 /** The NBD protocol's limit on export names (bytes). */
@@ -55,21 +56,37 @@ export async function resolveExport(dir: string, name: string): Promise<string> 
   return real;
 }
 
-/** The exports of `dir`: regular files and block devices, sorted by name. */
+/**
+ * The exports of `dir`: regular files and block devices, sorted by name.
+ * The directory is read entry by entry and at most MAX_EXPORTS exports are
+ * kept (a larger directory is an error, as nbdkit's nbdkit_add_export
+ * makes it), so a huge directory cannot exhaust memory.
+ */
 export async function listDir(dir: string): Promise<ExportEntry[]> {
-  const names = await readdir(dir);
-  names.sort();
   const out: ExportEntry[] = [];
-  for (const name of names) {
-    if (nameProblem(name) !== null) continue;
-    try {
-      const real = await realpath(join(dir, name));
-      if (!inside(dir, real)) continue;
-      const st = await stat(real);
-      if (st.isFile() || st.isBlockDevice()) out.push({ name });
-    } catch {
-      // vanished or dangling symlink: not an export
+  const d = await opendir(dir);
+  try {
+    for await (const ent of d) {
+      const name = ent.name;
+      if (nameProblem(name) !== null) continue;
+      try {
+        const real = await realpath(join(dir, name));
+        if (!inside(dir, real)) continue;
+        const st = await stat(real);
+        if (!st.isFile() && !st.isBlockDevice()) continue;
+      } catch {
+        continue; // vanished or dangling symlink: not an export
+      }
+      if (out.length >= MAX_EXPORTS) {
+        throw new Error(`file: ${dir} holds more than ${MAX_EXPORTS} files: too many exports to list`);
+      }
+      out.push({ name });
     }
+  } finally {
+    // for-await closes the directory when it completes or breaks; a throw
+    // from our own code above still has to close it.
+    await d.close().catch(() => {});
   }
+  out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return out;
 }

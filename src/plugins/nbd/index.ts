@@ -1,0 +1,383 @@
+// nbd plugin: proxy to another NBD server (nbdkit-nbd-plugin's command line).
+//
+// Each client connection opens its own upstream connection, unless
+// shared=true: then one upstream connection, opened on first use and kept
+// until unload, serves every client (a SharedHandle, the same runner the
+// stack uses for shared contexts). Capabilities come from the upstream
+// transmission flags; block status from its base:allocation context.
+
+import { SharedHandle } from "../../backend/shared-handle.js";
+import { parseBool } from "../../backend/size.js";
+import {
+  FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE, NbdError,
+  type BlockSize, type CacheMode, type ExportEntry, type Extent, type FuaMode, type Plugin,
+} from "../../backend/types.js";
+import { NbdClient, NbdRequestError, openClient, parseNbdUri, type ConnectTarget } from "../../client/index.js";
+import * as C from "../../protocol/constants.js";
+
+/** One upstream connection; replaced in place when a shared one is reconnected. */
+interface Upstream {
+  client: NbdClient;
+  reconnecting?: Promise<void>;
+}
+
+export interface NbdHandle {
+  up: Upstream;
+  /** A reference to the shared upstream connection (released on close). */
+  shared: boolean;
+}
+
+const DEFAULT_PORT = C.NBD_DEFAULT_PORT;
+const SERVICES: Record<string, number> = { nbd: DEFAULT_PORT };
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Our request flags (nbdkit's) as NBD command flags. */
+function cmdFlags(flags: number, zero = false): number {
+  let f = 0;
+  if (flags & FLAG_FUA) f |= C.NBD_CMD_FLAG_FUA;
+  if (flags & FLAG_REQ_ONE) f |= C.NBD_CMD_FLAG_REQ_ONE;
+  if (zero) {
+    if (!(flags & FLAG_MAY_TRIM)) f |= C.NBD_CMD_FLAG_NO_HOLE;
+    if (flags & FLAG_FAST_ZERO) f |= C.NBD_CMD_FLAG_FAST_ZERO;
+  }
+  return f;
+}
+
+/** An upstream failure as the error the client should see (same NBD errno). */
+function upstreamError(e: unknown): Error {
+  if (e instanceof NbdError) return e;
+  if (e instanceof NbdRequestError) return new NbdError(e.errno, `nbd: upstream: ${e.message}`);
+  if (e instanceof RangeError) return new NbdError(C.NBD_EINVAL, `nbd: ${e.message}`);
+  // The connection is gone (NbdDisconnectedError) or broke the protocol:
+  // every later request on it fails the same way, which is what the retry
+  // filter reacts to (it reopens the context, i.e. reconnects).
+  return new NbdError(C.NBD_EIO, `nbd: upstream connection lost: ${message(e)}`);
+}
+
+async function hangUp(c: NbdClient): Promise<void> {
+  try {
+    await c.disconnect();
+  } catch {
+    c.destroy();
+  }
+}
+
+export default function createPlugin(): Plugin<NbdHandle> {
+  let uri: string | undefined;
+  let socket: string | undefined;
+  let hostname: string | undefined;
+  let port: number | undefined;
+  let exportParam: string | undefined;
+  let shared = false;
+  let dynamic = false;
+  let retry = 0;
+
+  let target: ConnectTarget | undefined;
+  let exportName = "";
+  let where = "";
+  let sharedUp: SharedHandle<Upstream> | null = null;
+
+  function setOnce<T>(key: string, cur: T | undefined, v: T): T {
+    if (cur !== undefined) throw new Error(`nbd: ${key} given more than once`);
+    return v;
+  }
+
+  /** Connect, negotiate and enter transmission for `name`, retrying as retry= says. */
+  async function connect(name: string): Promise<NbdClient> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await openClient({
+          ...target!,
+          exportName: name,
+          metaContexts: [C.BASE_ALLOCATION],
+          requestBlockSize: true,
+        });
+      } catch (e) {
+        if (attempt >= retry) {
+          throw new Error(`nbd: cannot connect to ${where}${name ? ` (export '${name}')` : ""}: ${message(e)}`, { cause: e });
+        }
+        await sleep(1000);
+      }
+    }
+  }
+
+  /** A shared connection that died is replaced (once) when a client opens it next. */
+  async function revive(up: Upstream): Promise<void> {
+    if (up.client.phase !== "closed") return;
+    up.reconnecting ??= connect(exportName)
+      .then((c) => {
+        up.client = c;
+      })
+      .finally(() => {
+        up.reconnecting = undefined;
+      });
+    await up.reconnecting;
+  }
+
+  /** A probe connection in option haggling (listing, default export). */
+  async function probe<T>(fn: (c: NbdClient) => Promise<T>): Promise<T> {
+    const c = await NbdClient.connect(target!);
+    try {
+      return await fn(c);
+    } finally {
+      await c.abort().catch(() => c.destroy());
+    }
+  }
+
+  function flags(h: NbdHandle): number {
+    return h.up.client.transmissionFlags;
+  }
+  function has(h: NbdHandle, flag: number): boolean {
+    return (flags(h) & flag) !== 0;
+  }
+
+  /** Run one request upstream, mapping its failure; tracked on the shared handle. */
+  function request<T>(h: NbdHandle, fn: (c: NbdClient) => Promise<T>): Promise<T> {
+    let p: Promise<T>;
+    try {
+      p = fn(h.up.client);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p = p.catch((e: unknown) => {
+      throw upstreamError(e);
+    });
+    return h.shared && sharedUp ? sharedUp.track(p) : p;
+  }
+
+  return {
+    name: "nbd",
+    version: "1.0.0",
+    longname: "nbdstate nbd plugin",
+    description: "Proxy to another NBD server.",
+    magicConfigKey: "uri",
+    configHelp:
+      "[uri=]<URI>            URI of an NBD server: nbd://HOST[:PORT][/EXPORT] or\n" +
+      "                       nbd+unix:///[EXPORT]?socket=PATH.\n" +
+      "socket=<SOCKNAME>      The Unix socket of the NBD server.\n" +
+      "hostname=<HOST>        The host of the NBD server (TCP).\n" +
+      "port=<PORT>            Its TCP port (default 10809).\n" +
+      "export=<NAME>          Export name to open (default \"\").\n" +
+      "dynamic-export=<BOOL>  Pass the client's export name upstream (default false).\n" +
+      "shared=<BOOL>          One upstream connection for all clients (default false).\n" +
+      "retry=<N>              Retry the connection N times, 1 s apart (default 0).",
+
+    dumpPlugin() {
+      return "libnbd_uri=1\nlibnbd_tls=0\nlibnbd_vsock=0\nlibnbd_dynamic_list=1\n";
+    },
+
+    config(key, value) {
+      const bool = (): boolean => {
+        try {
+          return parseBool(value);
+        } catch (e) {
+          throw new Error(`nbd: ${key}: ${message(e)}`);
+        }
+      };
+      switch (key) {
+        case "uri":
+          uri = setOnce(key, uri, value);
+          return;
+        case "socket":
+          socket = setOnce(key, socket, value);
+          return;
+        case "hostname":
+          hostname = setOnce(key, hostname, value);
+          return;
+        case "port": {
+          const n = /^[0-9]+$/.test(value) ? Number(value) : SERVICES[value];
+          if (n === undefined || !(n >= 1 && n <= 65535)) throw new Error(`nbd: port: not a TCP port number: '${value}'`);
+          port = setOnce(key, port, n);
+          return;
+        }
+        case "export":
+          exportParam = setOnce(key, exportParam, value);
+          return;
+        case "shared":
+          shared = bool();
+          return;
+        case "dynamic-export":
+          dynamic = bool();
+          return;
+        case "retry":
+          if (!/^[0-9]+$/.test(value)) throw new Error(`nbd: retry: not a number of retries: '${value}'`);
+          retry = Number(value);
+          return;
+        case "tls":
+          if (/^(off|0|false|no)$/i.test(value)) return;
+          throw new Error("nbd: tls: TLS to the upstream server is not supported yet (only tls=off)");
+        case "tls-certificates":
+        case "tls-verify":
+        case "tls-username":
+        case "tls-psk":
+          throw new Error(`nbd: ${key}: TLS to the upstream server is not supported yet`);
+        case "command":
+        case "arg":
+        case "socket-fd":
+        case "vsock":
+          throw new Error(`nbd: ${key}: not supported by nbdstate (use uri=, socket= or hostname=)`);
+        default:
+          throw new Error(`nbd: unknown parameter '${key}'`);
+      }
+    },
+
+    configComplete() {
+      const given = [uri && "uri", socket && "socket", hostname && "hostname"].filter(Boolean);
+      if (given.length === 0) throw new Error("nbd: an upstream server is required: give uri=, socket= or hostname=");
+      if (given.length > 1) throw new Error(`nbd: give only one of uri=, socket=, hostname= (got ${given.join(", ")})`);
+      if (port !== undefined && hostname === undefined) throw new Error("nbd: port= needs hostname=");
+      if (uri !== undefined) {
+        const u = parseNbdUri(uri);
+        if (u.tls) throw new Error(`nbd: ${uri}: TLS to the upstream server is not supported yet`);
+        if (exportParam !== undefined) throw new Error("nbd: export= cannot be used with uri= (put the export name in the URI)");
+        target = u.target;
+        exportName = u.exportName;
+        where = uri;
+      } else if (socket !== undefined) {
+        target = { path: socket };
+        where = `unix socket ${socket}`;
+      } else {
+        target = { host: hostname!, port: port ?? DEFAULT_PORT };
+        where = `${hostname}:${port ?? DEFAULT_PORT}`;
+      }
+      if (exportParam !== undefined) exportName = exportParam;
+      if (dynamic && shared) throw new Error("nbd: dynamic-export=true cannot be used with shared=true");
+      if (dynamic && exportParam !== undefined) throw new Error("nbd: dynamic-export=true cannot be used with export=");
+    },
+
+    afterFork() {
+      if (!shared) return;
+      sharedUp = new SharedHandle<Upstream>({
+        name: `nbd: shared connection to ${where}`,
+        open: async () => ({ client: await connect(exportName) }),
+        close: async (up) => {
+          await up.reconnecting?.catch(() => {});
+          await hangUp(up.client);
+        },
+      });
+      sharedUp.afterFork();
+    },
+
+    async unload() {
+      const s = sharedUp;
+      sharedUp = null;
+      if (s) await s.unload();
+    },
+
+    async listExports(): Promise<ExportEntry[]> {
+      if (!dynamic) return [{ name: "" }];
+      return probe(async (c) => (await c.list()).map((e) => (e.description ? e : { name: e.name })));
+    },
+
+    async defaultExport() {
+      if (!dynamic) return "";
+      // The upstream server's canonical name for "" (or "" if it does not say).
+      try {
+        return await probe(async (c) => (await c.info("", [C.NBD_INFO_NAME])).name ?? "");
+      } catch {
+        return "";
+      }
+    },
+
+    async open(_readonly, name) {
+      if (shared) {
+        if (!sharedUp) throw new Error("nbd: shared=true: open before after_fork");
+        const up = await sharedUp.acquire();
+        try {
+          await revive(up);
+        } catch (e) {
+          sharedUp.release();
+          throw e;
+        }
+        return { up, shared: true };
+      }
+      return { up: { client: await connect(dynamic ? name : exportName) }, shared: false };
+    },
+
+    async close(h) {
+      if (h.shared) sharedUp?.release();
+      else await hangUp(h.up.client);
+    },
+
+    getSize(h) {
+      return h.up.client.size;
+    },
+    canWrite(h) {
+      return !has(h, C.NBD_FLAG_READ_ONLY);
+    },
+    canFlush(h) {
+      return has(h, C.NBD_FLAG_SEND_FLUSH);
+    },
+    isRotational(h) {
+      return has(h, C.NBD_FLAG_ROTATIONAL);
+    },
+    canTrim(h) {
+      return has(h, C.NBD_FLAG_SEND_TRIM);
+    },
+    // Zeroing is always possible: without upstream WRITE_ZEROES, zero()
+    // answers ENOTSUP and the stack writes zeroes instead (as nbdkit does).
+    canZero() {
+      return true;
+    },
+    canFastZero(h) {
+      return has(h, C.NBD_FLAG_SEND_WRITE_ZEROES) && has(h, C.NBD_FLAG_SEND_FAST_ZERO);
+    },
+    canFua(h): FuaMode {
+      return has(h, C.NBD_FLAG_SEND_FUA) ? "native" : "none";
+    },
+    canMultiConn(h) {
+      return has(h, C.NBD_FLAG_CAN_MULTI_CONN);
+    },
+    canCache(h): CacheMode {
+      return has(h, C.NBD_FLAG_SEND_CACHE) ? "native" : "none";
+    },
+    canExtents(h) {
+      return h.up.client.metaContexts.some((m) => m.name === C.BASE_ALLOCATION);
+    },
+    blockSize(h): BlockSize | null {
+      return h.up.client.export?.blockSize ?? null;
+    },
+    exportDescription(h) {
+      return h.up.client.export?.description || null;
+    },
+
+    pread(h, buf, offset) {
+      return request(h, async (c) => {
+        const data = await c.pread(buf.length, offset);
+        if (data !== buf) data.copy(buf);
+      });
+    },
+    pwrite(h, buf, offset, fl) {
+      return request(h, (c) => c.pwrite(buf, offset, cmdFlags(fl)));
+    },
+    flush(h) {
+      return request(h, (c) => c.flush());
+    },
+    trim(h, count, offset, fl) {
+      return request(h, (c) => c.trim(count, offset, cmdFlags(fl)));
+    },
+    zero(h, count, offset, fl) {
+      if (!has(h, C.NBD_FLAG_SEND_WRITE_ZEROES)) {
+        return Promise.reject(new NbdError(C.NBD_ENOTSUP, "nbd: the upstream server cannot write zeroes"));
+      }
+      return request(h, (c) => c.zero(count, offset, cmdFlags(fl, true)));
+    },
+    cache(h, count, offset) {
+      return request(h, (c) => c.cache(count, offset));
+    },
+    extents(h, count, offset, fl): Promise<Extent[]> {
+      return request(h, async (c) => {
+        const ext = await c.blockStatus(count, offset, cmdFlags(fl & FLAG_REQ_ONE));
+        const out: Extent[] = [];
+        for (const e of ext) if (e.length > 0) out.push({ length: e.length, type: e.flags & 3 });
+        if (out.length === 0) throw new NbdError(C.NBD_EIO, "nbd: upstream block status returned no extent");
+        return out;
+      });
+    },
+  };
+}

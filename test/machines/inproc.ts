@@ -1,0 +1,111 @@
+// An in-process nbdstate server (src/actors/server.ts startServer over a
+// real Stack) on a private unix socket, with a memory-backed plugin the
+// tests can steer: listing can be made to fail, the export "missing" does
+// not exist, and reads can be held at a gate to keep requests in flight.
+import { join } from "node:path";
+import { startServer, type RunningServer } from "../../src/actors/server.js";
+import { Stack } from "../../src/backend/stack.js";
+import type { Plugin } from "../../src/backend/types.js";
+import type { TlsMode } from "../../src/machines/options.js";
+import createMemory, { type MemoryHandle } from "../../src/plugins/memory/index.js";
+import { makeTmpDir, removeTmpDir, waitFor } from "../helpers/server.js";
+import { deferred, type Deferred } from "./helpers.js";
+
+export const DESCRIPTION = "the model disk";
+export const SIZE = 1024 * 1024;
+
+export interface Control {
+  /** NBD_OPT_LIST fails while set. */
+  failList: boolean;
+  /** While set, every pread waits for it. */
+  gate: Deferred<void> | null;
+  /** preads that reached the plugin (waiting at the gate or done). */
+  reads: number;
+  opens: number;
+  closes: number;
+  log: string[];
+}
+
+export interface InProcess {
+  srv: RunningServer;
+  sock: string;
+  ctl: Control;
+  /** Hold reads from now on; returns the function that lets them through. */
+  holdReads(): () => void;
+  /** The live connections the server knows (its status registry). */
+  phases(): string[];
+  /** Wait until the server has forgotten every connection. */
+  idle(timeoutMs?: number): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
+  const mem = createMemory();
+  return {
+    ...mem,
+    name: "modelmem",
+    listExports() {
+      if (ctl.failList) throw new Error("listing failed on purpose");
+      return [{ name: "", description: DESCRIPTION }];
+    },
+    open(readonly, name, tls) {
+      if (name === "missing") throw new Error("no such export");
+      ctl.opens++;
+      return mem.open(readonly, name, tls);
+    },
+    close() {
+      ctl.closes++;
+    },
+    exportDescription: () => DESCRIPTION,
+    async pread(h, buf, offset, flags) {
+      ctl.reads++;
+      if (ctl.gate) await ctl.gate.promise;
+      return mem.pread(h, buf, offset, flags);
+    },
+  };
+}
+
+export async function startInProcess(o: { maxOptions?: number; tls?: TlsMode; threads?: number } = {}): Promise<InProcess> {
+  const ctl: Control = { failList: false, gate: null, reads: 0, opens: 0, closes: 0, log: [] };
+  const stack = new Stack(modelPlugin(ctl));
+  await stack.load();
+  await stack.config("size", String(SIZE));
+  await stack.configComplete();
+  await stack.getReady();
+  await stack.afterFork();
+  const dir = makeTmpDir("nbdstate-model-");
+  const sock = join(dir, "nbd.sock");
+  const srv = await startServer(stack, {
+    listeners: [{ kind: "unix", path: sock }],
+    readonly: false,
+    threads: o.threads ?? 16,
+    tls: o.tls ?? "off",
+    verbose: false,
+    maxOptions: o.maxOptions,
+    log: (m) => ctl.log.push(m),
+  });
+  let stopped = false;
+  return {
+    srv,
+    sock,
+    ctl,
+    holdReads() {
+      const g = deferred<void>();
+      ctl.gate = g;
+      return () => {
+        ctl.gate = null;
+        g.resolve();
+      };
+    },
+    phases: () => srv.connections().map((c) => c.phase),
+    idle: (timeoutMs = 5000) => waitFor(() => srv.connections().length === 0, timeoutMs, 5),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      ctl.gate?.resolve();
+      await srv.shutdown();
+      await stack.unload();
+      removeTmpDir(dir);
+    },
+  };
+}
