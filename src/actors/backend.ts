@@ -6,10 +6,11 @@
 import { fromCallback, type AnyActorRef } from "xstate";
 import type { Opened } from "../backend/opened.js";
 import type { Stack } from "../backend/stack.js";
-import type { ExportEntry, ListParams } from "../backend/types.js";
+import type { ExportEntry, ListParams, PeerInfo } from "../backend/types.js";
 import type { BackendClient } from "./negotiation.js";
 
 export type BackendRequest =
+  | { type: "PRECONNECT"; id: number; replyTo: AnyActorRef; readonly: boolean; peer: PeerInfo }
   | { type: "LIST_EXPORTS"; id: number; replyTo: AnyActorRef; params: ListParams }
   | { type: "DEFAULT_EXPORT"; id: number; replyTo: AnyActorRef; params: ListParams }
   | { type: "OPEN"; id: number; replyTo: AnyActorRef; readonly: boolean; exportName: string; tls: boolean }
@@ -21,6 +22,9 @@ export const backendLogic = (stack: Stack) => fromCallback<BackendRequest>(({ re
   receive((ev) => {
     let p: Promise<unknown>;
     switch (ev.type) {
+      case "PRECONNECT":
+        p = stack.preconnect(ev.readonly, ev.peer);
+        break;
       case "LIST_EXPORTS":
         p = stack.listExports(ev.params);
         break;
@@ -68,6 +72,9 @@ export class BackendMessenger implements BackendClient {
     });
   }
 
+  preconnect(readonly: boolean, peer: PeerInfo) {
+    return this.ask<void>({ type: "PRECONNECT", readonly, peer });
+  }
   listExports(params: ListParams) {
     return this.ask<ExportEntry[]>({ type: "LIST_EXPORTS", params });
   }

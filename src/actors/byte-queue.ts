@@ -18,6 +18,13 @@ export class ByteQueue {
     this.wake();
   }
 
+  /** Throw away everything buffered (STARTTLS: bytes sent before the upgrade). */
+  clear(): void {
+    this.chunks = [];
+    this.head = 0;
+    this.length = 0;
+  }
+
   end(): void {
     this.ended = true;
     this.wake();

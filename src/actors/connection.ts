@@ -10,11 +10,15 @@ import { errorMessage } from "../backend/errors.js";
 import { BackendMessenger, type BackendReply } from "./backend.js";
 import { ByteQueue } from "./byte-queue.js";
 import { negotiate } from "./negotiation.js";
+import { peerOf } from "./peer.js";
+import { upgradeToTls, type TlsServer } from "./tls.js";
 import { Transmission } from "./transmission.js";
 
 export interface ConnectionSettings {
   readonly: boolean;
   tls: TlsMode;
+  /** Certificates or PSK keys, loaded at startup; required unless tls is "off". */
+  tlsServer?: TlsServer;
   maxInFlight: number;
   maxInFlightBytes: number;
   /** Options one client may send before it is cut off (default MAX_OPTIONS). */
@@ -51,6 +55,8 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     let exportName: string | undefined;
     let finished = false;
     let negotiating = true;
+    /** Where the connection reads and writes: the raw socket, after STARTTLS the TLS socket over it. */
+    let stream: Duplex = socket;
 
     registry.set(id, () => ({
       id,
@@ -66,53 +72,86 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       if (finished) return;
       finished = true;
       registry.delete(id);
+      stream.destroy();
       socket.destroy();
       sendBack({ type: "CONNECTION_CLOSED", id });
     };
 
-    socket.on("data", (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       queue.push(chunk);
       tx?.pump();
-    });
-    socket.on("end", () => {
+    };
+    const onEnd = () => {
       queue.end();
       // Half-close: nothing more will arrive, but replies still owed go out.
       if (tx) tx.inputEnded();
-      else if (!negotiating) socket.end();
-    });
-    socket.on("error", (e) => settings.log(`${id}: ${e.message}`));
-    socket.on("close", () => {
+      else if (!negotiating) stream.end();
+    };
+    const onError = (e: Error) => settings.log(`${id}: ${e.message}`);
+    const onClose = () => {
       queue.end();
       if (tx) tx.clientClosed();
       // While negotiating, the EOF reaches negotiate(), which cleans up first.
       else if (!negotiating) finish();
-    });
+    };
+    const attach = (s: Duplex) => {
+      s.on("data", onData);
+      s.on("end", onEnd);
+      s.on("error", onError);
+      s.on("close", onClose);
+    };
+    attach(socket);
+
+    // STARTTLS, called synchronously right after the ACK is written: stop
+    // reading the raw socket, throw away every byte the client sent before
+    // the upgrade (never plaintext input: the STARTTLS injection class of
+    // bug), wrap the socket in TLS and read and write through that.
+    const tlsServer = settings.tlsServer;
+    const startTls = tlsServer
+      ? (): Promise<Duplex> => {
+          socket.off("data", onData);
+          socket.off("end", onEnd);
+          socket.off("close", onClose);
+          queue.clear();
+          const up = upgradeToTls(socket, tlsServer);
+          stream = up.socket;
+          attach(up.socket);
+          return up.secure.then(() => up.socket);
+        }
+      : undefined;
 
     receive((ev) => {
       if (ev.type === "BACKEND_REPLY") messenger.receive(ev);
       else if (ev.type === "SHUTDOWN") {
         if (tx) tx.shutdown();
-        else socket.destroy();
+        else {
+          stream.destroy();
+          socket.destroy();
+        }
       }
     });
 
-    negotiate(socket, queue, messenger, {
+    // preconnect runs before the greeting: a refusal closes the socket unseen.
+    messenger
+      .preconnect(settings.readonly, peerOf(socket))
+      .then(() => negotiate(socket, queue, messenger, {
       readonly: settings.readonly,
       tls: settings.tls,
       maxOptions: settings.maxOptions,
       inspect: settings.inspect,
       onPhase: (p) => (phase = p),
-    })
+      startTls,
+    }))
       .then((neg) => {
         negotiating = false;
         if (!neg) {
           phase = "closed";
-          socket.end();
+          stream.end();
           finish();
           return;
         }
         exportName = neg.info.name;
-        tx = new Transmission(socket, queue, neg, {
+        tx = new Transmission(stream, queue, neg, {
           maxInFlight: settings.maxInFlight,
           maxInFlightBytes: settings.maxInFlightBytes,
           inspect: settings.inspect,
@@ -121,7 +160,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
             messenger.close(neg.opened, fin).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`)).finally(finish);
           },
         });
-        if (socket.destroyed) tx.clientClosed();
+        if (stream.destroyed) tx.clientClosed();
         else {
           tx.pump();
           if (queue.ended) tx.inputEnded();
@@ -135,6 +174,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
 
     return () => {
       registry.delete(id);
+      if (!stream.destroyed) stream.destroy();
       if (!socket.destroyed) socket.destroy();
     };
   });

@@ -32,6 +32,13 @@ export interface NegotiationOptions {
   inspect?: (ev: InspectionEvent) => void;
   /** Called with each phase change, for the status page. */
   onPhase?: (phase: string) => void;
+  /**
+   * STARTTLS, called synchronously right after the ACK is written: stops
+   * reading the raw socket, discards what the client sent before the
+   * upgrade, and resolves with the TLS socket once the handshake is done
+   * (rejects if it fails). Absent: TLS is not configured.
+   */
+  startTls?: () => Promise<Duplex>;
 }
 
 export interface Negotiated {
@@ -113,7 +120,9 @@ export function matchMetaContexts(queries: string[], list: boolean): string[] {
   return hit ? [C.BASE_ALLOCATION] : [];
 }
 
-export async function negotiate(socket: Duplex, queue: ByteQueue, backend: BackendClient, o: NegotiationOptions): Promise<Negotiated | null> {
+export async function negotiate(raw: Duplex, queue: ByteQueue, backend: BackendClient, o: NegotiationOptions): Promise<Negotiated | null> {
+  // The raw socket, replaced by the TLS socket after STARTTLS.
+  let socket = raw;
   const write = (b: Buffer) => socket.write(b);
   let currentOption = 0;
   const reply = (type: number, data?: Buffer) => write(encodeOptionReply(currentOption, type, data));
@@ -143,7 +152,7 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
   if (!hsOut.ok) return null;
 
   // ---- options
-  const tls = false; // STARTTLS arrives with the TLS work; until then never active.
+  let tls = false; // true once STARTTLS has succeeded
   const p = () => ({ readonly: o.readonly, tls });
   let opened: Opened | null = null;
   let info: ExportInfo | null = null;
@@ -221,8 +230,21 @@ export async function negotiate(socket: Duplex, queue: ByteQueue, backend: Backe
           for (const n of names) reply(C.NBD_REP_META_CONTEXT, encodeMetaContextReply(BASE_ALLOCATION_ID, n));
           reply(C.NBD_REP_ACK);
         },
-        // No TLS yet: fail the upgrade (closing) rather than leave the client waiting forever.
-        startTls: () => report({ type: "TLS_FAILED", message: "TLS is not supported yet" }),
+        startTls: () => {
+          const upgrade = o.startTls;
+          // Not configured (the server refuses --tls without credentials): close.
+          if (!upgrade) return report({ type: "TLS_FAILED", message: "TLS is not configured" });
+          reply(C.NBD_REP_ACK);
+          // Synchronously after the ACK: nothing the client sent before it is read as an option.
+          upgrade().then(
+            (secure) => {
+              socket = secure;
+              tls = true;
+              report({ type: "TLS_READY" });
+            },
+            (err) => report({ type: "TLS_FAILED", message: errorMessage(err) }),
+          );
+        },
         closeConnection: () => socket.end(),
       },
     }),

@@ -1,5 +1,7 @@
 // What the command line hands to the server actor.
 
+import type { TlsCredentials } from "./tls.js";
+
 export type Listener =
   | { kind: "tcp"; host?: string; port: number }
   | { kind: "unix"; path: string }
@@ -15,8 +17,10 @@ export interface ServerOptions {
   exportName?: string;
   /** -t: requests in flight per connection before reading pauses. */
   threads: number;
-  /** --tls=off|on|require (TLS itself comes with the trust issue). */
+  /** --tls=off|on|require. */
   tls: "off" | "on" | "require";
+  /** Certificates or PSK keys (loaded at startup); required unless tls is "off". */
+  tlsCredentials?: TlsCredentials;
   verbose: boolean;
   /** Called once every listener accepts connections. */
   onListening?: () => void;

@@ -11,6 +11,7 @@ import type { Stack } from "../backend/stack.js";
 import { backendLogic } from "./backend.js";
 import { connectionLogic, DEFAULT_MAX_IN_FLIGHT_BYTES, type ConnectionStatus } from "./connection.js";
 import type { Listener, ServerOptions } from "./server-options.js";
+import { tlsServer } from "./tls.js";
 
 export interface RunningServer {
   address: { uri: string; unixSocket?: string; port?: number; host?: string };
@@ -72,6 +73,9 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
   const log = opts.log ?? (() => {});
   const registry = new Map<string, () => ConnectionStatus>();
   const servers: net.Server[] = [];
+  if (opts.tls !== "off" && !opts.tlsCredentials) throw new Error(`--tls=${opts.tls} needs certificates or --tls-psk`);
+  // One secure context for every connection (throws here on a bad key or certificate).
+  const tls = opts.tls !== "off" && opts.tlsCredentials ? tlsServer(opts.tlsCredentials) : undefined;
   const actor = createActor(
     serverMachine.provide({
       actors: {
@@ -79,6 +83,7 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
           {
             readonly: opts.readonly,
             tls: opts.tls,
+            tlsServer: tls,
             maxInFlight: Math.max(1, opts.threads),
             maxInFlightBytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             maxOptions: opts.maxOptions,

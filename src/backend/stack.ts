@@ -9,7 +9,7 @@ import type { InspectionEvent } from "xstate";
 import { Layer } from "./layer.js";
 import { closeChain, finalizeChain, openChain, prepareChain, type Opened } from "./opened.js";
 import { SharedContexts } from "./shared-contexts.js";
-import type { Context, ExportEntry, Filter, ListParams, Plugin } from "./types.js";
+import type { Context, ExportEntry, Filter, ListParams, PeerInfo, Plugin } from "./types.js";
 
 export interface StackOptions {
   log?: (msg: string) => void;
@@ -152,6 +152,24 @@ export class Stack {
 
   /** Kept for the CLI's shutdown path: cleanup runs inside unload(). */
   async cleanup(): Promise<void> {}
+
+  /** Before the handshake, outer->inner: any layer may refuse the client by throwing. */
+  preconnect(readonly: boolean, peer: PeerInfo): Promise<void> {
+    return this.preconnectAt(0, readonly, peer);
+  }
+
+  private async preconnectAt(i: number, readonly: boolean, peer: PeerInfo): Promise<void> {
+    const layer = this.layers[i]!;
+    if (layer.kind === "filter") {
+      const f = layer.impl as Filter;
+      const next = (ro: boolean) => this.preconnectAt(i + 1, ro, peer);
+      if (f.preconnect) await f.preconnect(next, readonly, peer);
+      else await next(readonly);
+    } else {
+      const p = layer.impl as Plugin;
+      if (p.preconnect) await p.preconnect(readonly, peer);
+    }
+  }
 
   listExports(p: ListParams): Promise<ExportEntry[]> {
     return this.top.listExports(p);

@@ -33,6 +33,15 @@ export interface ExportEntry {
   description?: string;
 }
 
+/** Who is connecting: passed to preconnect (the ip filter decides on it). */
+export interface PeerInfo {
+  family: "ipv4" | "ipv6" | "unix" | "stdio";
+  address?: string;
+  port?: number;
+  /** Unix sockets on Linux: the peer process's credentials, looked up on demand. */
+  credentials?: () => Promise<{ pid: number; uid: number; gid: number } | null>;
+}
+
 export interface ListParams {
   readonly: boolean;
   tls: boolean;
@@ -128,7 +137,7 @@ export interface Plugin<H = any> extends LayerCommon {
   config?(key: string, value: string): MaybePromise<void>;
   configComplete?(): MaybePromise<void>;
   afterFork?(): MaybePromise<void>;
-  preconnect?(readonly: boolean): MaybePromise<void>;
+  preconnect?(readonly: boolean, peer: PeerInfo): MaybePromise<void>;
   listExports?(p: ListParams): MaybePromise<ExportEntry[]>;
   defaultExport?(p: ListParams): MaybePromise<string | null>;
 
@@ -185,7 +194,8 @@ export interface Filter<H = any> extends LayerCommon {
   configComplete?(next: () => Promise<void>): MaybePromise<void>;
   /** The layer below is usable from here on, until unload. */
   afterFork?(lower: LowerBackend): MaybePromise<void>;
-  preconnect?(next: (readonly: boolean) => Promise<void>, readonly: boolean): MaybePromise<void>;
+  /** Right after accept, before the handshake: throw to refuse the client. */
+  preconnect?(next: (readonly: boolean) => Promise<void>, readonly: boolean, peer: PeerInfo): MaybePromise<void>;
   listExports?(lower: LowerBackend, p: ListParams): MaybePromise<ExportEntry[]>;
   defaultExport?(lower: LowerBackend, p: ListParams): MaybePromise<string | null>;
 

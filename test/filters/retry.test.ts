@@ -88,8 +88,9 @@ describe("retry filter (in-process Stack)", () => {
   });
 
   it("waits retry-delay seconds, doubled each time unless retry-exponential=no", async () => {
-    for (const [exp, min, max] of [["yes", 0.05 + 0.1 + 0.2, 1.5], ["no", 0.15, 0.34]] as const) {
-      const { stack, plugin } = await running([["retry-delay", "0.05"], ["retries", "3"], ["retry-exponential", exp]]);
+    // 3 retries of 0.1 s: 0.1 + 0.2 + 0.4 s exponentially, 3 x 0.1 s without.
+    for (const [exp, min, max] of [["yes", 0.7, 3], ["no", 0.3, 0.65]] as const) {
+      const { stack, plugin } = await running([["retry-delay", "0.1"], ["retries", "3"], ["retry-exponential", exp]]);
       const c = await stack.open(false, "", false);
       plugin.failNext = 100;
       const t0 = performance.now();

@@ -1,0 +1,47 @@
+// --inspect=stderr: one line per machine transition, for logs:
+//
+//   nbdstate: inspect: options x:7: AWAIT_OPTION --NBD_OPT_GO--> OPEN_EXPORT
+//
+// Built on xstate's inspection events: a @xstate.snapshot event carries the
+// event just processed and the resulting snapshot; the previous state is
+// kept per actor (a WeakMap: finished actors are forgotten with them).
+// A @xstate.microstep with transitions marks a taken transition, so a
+// self-transition is logged while an event that matched nothing is not.
+
+import type { ActorRefLike, InspectionEvent } from "xstate";
+import { machineOf, snapshotState, type InspectFn } from "./actors.js";
+
+interface Seen {
+  state: string | undefined;
+  took: boolean;
+}
+
+/** The actor as the log names it: machine, actor id, and the layer it belongs to when known. */
+function label(ref: ActorRefLike, machine: string, context: unknown): string {
+  const id = (ref as unknown as { id?: string }).id ?? ref.sessionId;
+  const c = context as { layer?: unknown } | undefined;
+  return typeof c?.layer === "string" ? `${machine} ${id} (${c.layer})` : `${machine} ${id}`;
+}
+
+export function transitionLogger(write: (line: string) => void): InspectFn {
+  const seen = new WeakMap<ActorRefLike, Seen>();
+  return (ev: InspectionEvent) => {
+    if (ev.type === "@xstate.microstep") {
+      if (ev._transitions.length === 0) return;
+      const s = seen.get(ev.actorRef);
+      if (s) s.took = true;
+      else seen.set(ev.actorRef, { state: undefined, took: true });
+      return;
+    }
+    if (ev.type !== "@xstate.snapshot") return;
+    const machine = machineOf(ev.actorRef);
+    const to = snapshotState(ev.snapshot);
+    if (machine === undefined || to === undefined) return;
+    const prev = seen.get(ev.actorRef);
+    if (prev && prev.state !== undefined && prev.state === to && !prev.took) return;
+    seen.set(ev.actorRef, { state: to, took: false });
+    const status = ev.snapshot.status === "active" ? "" : ` (${ev.snapshot.status})`;
+    const ctx = (ev.snapshot as { context?: unknown }).context;
+    write(`${label(ev.actorRef, machine, ctx)}: ${prev?.state ?? "(start)"} --${ev.event.type}--> ${to}${status}`);
+  };
+}
