@@ -7,6 +7,7 @@ import type { Duplex } from "node:stream";
 import type { TlsMode } from "../machines/options.js";
 import * as C from "../protocol/constants.js";
 import { errorMessage } from "../backend/errors.js";
+import { phaseMachine, isRootActor } from "../status/actors.js";
 import { BackendMessenger, type BackendReply } from "./backend.js";
 import { ByteQueue } from "./byte-queue.js";
 import { negotiate } from "./negotiation.js";
@@ -42,6 +43,9 @@ export interface ConnectionStatus {
   inFlight: number;
   bytesRead: number;
   bytesWritten: number;
+  /** With inspection on: the machine of the current phase (handshake, options, transmission) and its state. */
+  machine?: string;
+  state?: string;
 }
 
 export function connectionLogic(settings: ConnectionSettings, registry: Map<string, () => ConnectionStatus>) {
@@ -58,7 +62,16 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     /** Where the connection reads and writes: the raw socket, after STARTTLS the TLS socket over it. */
     let stream: Duplex = socket;
 
+    // With inspection on, remember this connection's latest phase actor (for the status page).
+    let phaseActor: AnyActorRef | undefined;
+    const outer = settings.inspect;
+    const inspect = outer && ((ev: InspectionEvent) => {
+      if (ev.type === "@xstate.actor" && isRootActor(ev.actorRef)) phaseActor = ev.actorRef as AnyActorRef;
+      outer(ev);
+    });
+
     registry.set(id, () => ({
+      ...(phaseActor ? phaseMachine(phaseActor) : {}),
       id,
       remote: input.remote,
       phase: tx ? tx.phase : phase,
@@ -116,7 +129,13 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
           const up = upgradeToTls(socket, tlsServer);
           stream = up.socket;
           attach(up.socket);
-          return up.secure.then(() => up.socket);
+          return up.secure.then(
+            () => up.socket,
+            (e: unknown) => {
+              settings.log(`${id}: ${errorMessage(e)}`);
+              throw e;
+            },
+          );
         }
       : undefined;
 
@@ -138,7 +157,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       readonly: settings.readonly,
       tls: settings.tls,
       maxOptions: settings.maxOptions,
-      inspect: settings.inspect,
+      inspect,
       onPhase: (p) => (phase = p),
       startTls,
     }))
@@ -154,7 +173,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
         tx = new Transmission(stream, queue, neg, {
           maxInFlight: settings.maxInFlight,
           maxInFlightBytes: settings.maxInFlightBytes,
-          inspect: settings.inspect,
+          inspect,
           log: (m) => settings.log(`${id}: ${m}`),
           onClosed: (fin) => {
             messenger.close(neg.opened, fin).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`)).finally(finish);

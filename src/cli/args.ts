@@ -4,6 +4,7 @@
 // Pure: argv in, CliArgs out, or a CliError with a one-line message.
 
 import { Command, CommanderError } from "commander";
+import type { InspectTarget } from "../status/watch.js";
 import { CliError } from "./errors.js";
 
 export type TlsMode = "off" | "on" | "require";
@@ -36,10 +37,16 @@ export interface CliArgs {
   exitWithParent: boolean;
   verbose: boolean;
   tls: TlsMode;
+  /** --tls was given (without it, TLS follows the credentials found, as nbdkit). */
+  tlsGiven?: boolean;
   tlsCertificates?: string;
   tlsPsk?: string;
   tlsVerifyPeer: boolean;
   log: LogMode;
+  /** --inspect=stderr|ws://HOST:PORT (repeatable): watch the machines' transitions. */
+  inspect: InspectTarget[];
+  /** --status-page=[HOST:]PORT: the live status page (host default 127.0.0.1). */
+  statusPage?: { host?: string; port: number };
   /** -D NAME.FLAG=N, accepted and (for now) ignored. */
   debugFlags: string[];
   help: boolean;
@@ -61,6 +68,7 @@ export function defaultArgs(): CliArgs {
     tls: "off",
     tlsVerifyPeer: false,
     log: "stderr",
+    inspect: [],
     debugFlags: [],
     help: false,
     version: false,
@@ -104,6 +112,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { flags: "-f, --foreground", description: "do not fork into the background", apply: (a) => void (a.foreground = true) },
   { flags: "--no-fork", description: "", hidden: true, apply: (a) => void (a.foreground = true) },
   { flags: "--help", description: "print this help (with PLUGIN: and its parameters) and exit", apply: (a) => void (a.help = true) },
+  {
+    flags: "--inspect <stderr|ws://HOST:PORT>",
+    description: "watch the machines: a line per transition on stderr, or every actor's events to an XState inspector",
+    apply: (a, v) => void a.inspect.push(parseInspect(v)),
+  },
   { flags: "-i, --ipaddr <IPADDR>", description: "listen on this address (default: all)", apply: (a, v) => void (a.ipaddr = v) },
   { flags: "--ip-addr <IPADDR>", description: "", hidden: true, apply: (a, v) => void (a.ipaddr = v) },
   { flags: "--log <stderr|syslog|null>", description: "where error messages go (accepted; always stderr)", apply: (a, v) => void (a.log = parseLog(v)) },
@@ -118,9 +131,17 @@ export const OPTIONS: readonly OptionSpec[] = [
   { flags: "--read-only", description: "", hidden: true, apply: (a) => void (a.readonly = true) },
   { flags: "--run <COMMAND>", description: "run COMMAND with $uri etc. set; exit when it does (captive)", apply: (a, v) => void (a.run = v) },
   { flags: "-s, --single", description: "serve one connection on stdin/stdout, then exit", apply: (a) => void (a.single = true) },
+  {
+    flags: "--status-page <[HOST:]PORT>",
+    description: "serve a live page of the machines' diagrams and states (host default 127.0.0.1)",
+    apply: (a, v) => void (a.statusPage = parseStatusPage(v)),
+  },
   { flags: "--stdin", description: "", hidden: true, apply: (a) => void (a.single = true) },
   { flags: "-t, --threads <THREADS>", description: `requests in flight per connection (default ${DEFAULT_THREADS})`, apply: (a, v) => void (a.threads = parseThreads(v)) },
-  { flags: "--tls <off|on|require>", description: "disable, enable or require TLS", apply: (a, v) => void (a.tls = parseTls(v)) },
+  { flags: "--tls <off|on|require>", description: "disable, enable or require TLS", apply: (a, v) => {
+    a.tls = parseTls(v);
+    a.tlsGiven = true;
+  } },
   { flags: "--tls-certificates <DIR>", description: "TLS certificates directory", apply: (a, v) => void (a.tlsCertificates = v) },
   { flags: "--tls-psk <PSKFILE>", description: "TLS pre-shared keys file", apply: (a, v) => void (a.tlsPsk = v) },
   { flags: "--tls-verify-peer", description: "verify TLS client certificates", apply: (a) => void (a.tlsVerifyPeer = true) },
@@ -159,6 +180,27 @@ export function parseTls(v: string): TlsMode {
   if (["on", "1", "true", "yes"].includes(s)) return "on";
   if (["off", "0", "false", "no"].includes(s)) return "off";
   throw new CliError(`--tls must be off, on or require, not '${v}'`);
+}
+
+/** --inspect=stderr, or the URL of an XState inspector's WebSocket endpoint. */
+export function parseInspect(v: string): InspectTarget {
+  if (v === "stderr") return { kind: "stderr" };
+  if (/^wss?:\/\//i.test(v)) {
+    try {
+      return { kind: "ws", url: new URL(v).href };
+    } catch {
+      /* below */
+    }
+  }
+  throw new CliError(`--inspect must be stderr or ws://HOST:PORT, not '${v}'`);
+}
+
+/** --status-page=PORT, HOST:PORT or [IPV6]:PORT; without a host, 127.0.0.1 (chosen by the page's server). */
+export function parseStatusPage(v: string): { host?: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]:|([^:[\]]+):)?([0-9]{1,5})$/.exec(v);
+  if (!m || Number(m[3]) > 65535) throw new CliError(`--status-page must be [HOST:]PORT, not '${v}'`);
+  const host = m[1] ?? m[2];
+  return host === undefined ? { port: Number(m[3]) } : { host, port: Number(m[3]) };
 }
 
 function parseLog(v: string): LogMode {

@@ -136,7 +136,7 @@ export function dumpConfigText(): string {
     `host_os=${platform()}`,
     `name=${PROGRAM}`,
     `plugindir=${here("../plugins")}`,
-    "tls=no",
+    "tls=yes",
     `version=${packageVersion()}`,
     `version_major=${major}`,
     `version_minor=${minor}`,

@@ -4,20 +4,22 @@
 
 import type { Listener } from "../actors/server-options.js";
 import { startServer, type RunningServer } from "../actors/server.js";
-import { Stack } from "../backend/stack.js";
+import { Stack, type StackOptions } from "../backend/stack.js";
 import type { Filter, Plugin } from "../backend/types.js";
 import { parseArgs, type CliArgs } from "./args.js";
 import { captiveEnv, runCaptive, type Captive } from "./captive.js";
 import { DAEMON_ENV, daemonChildFd, ReadinessReporter, runDaemonParent } from "./daemon.js";
-import { CliError, debug, errorLine, reportError } from "./errors.js";
+import { watch, type Watching } from "../status/watch.js";
+import { CliError, debug, errorLine, PROGRAM, reportError } from "./errors.js";
 import { dumpConfigText, dumpPluginText, pluginHelpText, usageText, versionText } from "./help.js";
 import { makePrivateSocket, planListeners, type ListenerPlan } from "./listeners.js";
 import { listBuiltins, loadFilter, loadPlugin, type Loaded } from "./load.js";
 import { resolveParams } from "./params.js";
 import { onShutdownSignals, watchParent, writePidfile } from "./process-hooks.js";
+import { loadTls, type TlsSetup } from "./tls.js";
 
-/** Flip when the server actor implements TLS (--tls=on|require). */
-export const TLS_SUPPORTED = false;
+/** The server implements TLS (--tls=on|require, STARTTLS). */
+export const TLS_SUPPORTED = true;
 
 const out = (s: string) => void process.stdout.write(s);
 
@@ -67,11 +69,15 @@ export async function main(argv: string[]): Promise<number> {
     for (const d of args.debugFlags) debug(verbose, `-D ${d}: debug flags are not supported yet (ignored)`);
     if (args.log !== "stderr") debug(verbose, `--log=${args.log}: messages go to stderr`);
     if (args.tls !== "off" && !TLS_SUPPORTED) throw new CliError("TLS is not supported yet");
+    // Certificates and keys are read now: a missing or bad file stops the start (before forking).
+    const tls = loadTls(args);
+    const cred = tls.credentials;
+    if (cred) debug(verbose, `TLS ${tls.mode}: ${cred.kind === "psk" ? `PSK keys from ${cred.file}` : `certificates from ${cred.dir}`}`);
     const plan = planListeners(args, process.env, process.pid);
     const foreground =
       args.foreground || args.single || args.run !== undefined || args.exitWithParent || plan.activation || !!ready;
     if (!foreground) return await runDaemonParent(argv);
-    return await serve(args, plan, ready, verbose);
+    return await serve(args, plan, ready, verbose, tls);
   } catch (e) {
     if (ready) ready.error(e);
     else reportError(e, verbose);
@@ -82,14 +88,25 @@ export async function main(argv: string[]): Promise<number> {
 interface Started {
   stack: Stack;
   server: RunningServer;
+  /** --inspect and --status-page (closed once the server is done). */
+  watching: Watching;
   /** Synchronous cleanups (temporary directory, pid file), run at exit. */
   cleanups: Array<() => void>;
 }
 
 /** Load, configure and start: everything up to listening. Undoes itself on failure. */
-async function start(a: CliArgs, plan: ListenerPlan, log: (m: string) => void): Promise<Started> {
+async function start(a: CliArgs, plan: ListenerPlan, log: (m: string) => void, tls: TlsSetup): Promise<Started> {
   const { plugin, filters } = await loadLayers(a);
-  const stack = new Stack(plugin.layer, filters.map((f) => f.layer), { log });
+  const watching = watch({
+    inspect: a.inspect,
+    statusPage: a.statusPage,
+    write: (line) => void process.stderr.write(`${PROGRAM}: inspect: ${line}\n`),
+    log,
+  });
+  // Without --inspect or --status-page no actor gets an inspect option at all.
+  const stackOpts: StackOptions = { log };
+  if (watching.inspect) stackOpts.inspect = watching.inspect;
+  const stack = new Stack(plugin.layer, filters.map((f) => f.layer), stackOpts);
   const cleanups: Array<() => void> = [];
   let loaded = false;
   try {
@@ -117,15 +134,24 @@ async function start(a: CliArgs, plan: ListenerPlan, log: (m: string) => void): 
       listeners,
       readonly: a.readonly,
       threads: a.threads,
-      tls: a.tls,
+      tls: tls.mode,
       verbose: a.verbose,
       singleConnection: a.single,
     };
     if (a.exportName !== undefined) opts.exportName = a.exportName;
+    if (tls.credentials) opts.tlsCredentials = tls.credentials;
+    if (watching.inspect) opts.inspect = watching.inspect;
     const server = await startServer(stack, opts);
+    try {
+      await watching.serve(stack, server);
+    } catch (e) {
+      await server.shutdown();
+      throw new CliError(`--status-page: ${e instanceof Error ? e.message : String(e)}`);
+    }
     if (a.pidfile !== undefined) cleanups.push(writePidfile(a.pidfile).remove);
-    return { stack, server, cleanups };
+    return { stack, server, watching, cleanups };
   } catch (e) {
+    await watching.close().catch(() => {});
     if (loaded) await stack.unload().catch(() => {});
     runAll(cleanups);
     throw e;
@@ -143,9 +169,9 @@ function runAll(fns: Array<() => void>): void {
 }
 
 /** Foreground serving until the server is done; the exit status. */
-async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | undefined, verbose: boolean): Promise<number> {
+async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | undefined, verbose: boolean, tls: TlsSetup): Promise<number> {
   const log = (m: string) => debug(verbose, m);
-  const { stack, server, cleanups } = await start(a, plan, log);
+  const { stack, server, watching, cleanups } = await start(a, plan, log, tls);
   ready?.listening();
   log(`listening: ${server.address.uri}`);
 
@@ -173,7 +199,7 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
 
   if (a.run !== undefined) {
     const { uri, unixSocket, port } = server.address;
-    const env = captiveEnv(process.env, { uri, unixSocket, port }, a.exportName ?? "", a.tls);
+    const env = captiveEnv(process.env, { uri, unixSocket, port }, a.exportName ?? "", tls.mode);
     log(`running: ${a.run}`);
     captive = runCaptive(a.run, env, (m) => process.stderr.write(errorLine(m) + "\n"));
     void captive.status.then(() => shutdown("the --run command exited"));
@@ -186,6 +212,7 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
     await stack.cleanup();
     await stack.unload();
   } finally {
+    await watching.close().catch(() => {});
     runAll(cleanups);
     removeSignals();
   }

@@ -6,9 +6,12 @@ import type { Filter } from "../backend/types.js";
 // A null-prototype object, so names like "constructor" are not found.
 export const builtinFilters: Record<string, () => Promise<() => Filter>> = Object.assign(Object.create(null), {
   exportname: async () => (await import("./exportname/index.js")).default,
+  ext2: async () => (await import("./ext2/index.js")).default,
   ip: async () => (await import("./ip/index.js")).default,
   limit: async () => (await import("./limit/index.js")).default,
   offset: async () => (await import("./offset/index.js")).default,
+  partition: async () => (await import("./partition/index.js")).default,
   retry: async () => (await import("./retry/index.js")).default,
   shared: async () => (await import("./shared/index.js")).default,
+  tar: async () => (await import("./tar/index.js")).default,
 });

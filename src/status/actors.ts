@@ -43,7 +43,7 @@ export function stateName(value: unknown): string {
 }
 
 /** The state of a machine snapshot, or undefined for logic without states. */
-export function snapshotState(s: Snapshot<unknown> | undefined): string | undefined {
+export function snapshotState(s: Snapshot<unknown> | { value?: unknown } | undefined): string | undefined {
   const v = (s as { value?: unknown } | undefined)?.value;
   return v === undefined ? undefined : stateName(v);
 }
@@ -96,4 +96,14 @@ export function fanOut(fns: ReadonlyArray<InspectFn | undefined>): InspectFn | u
   return (ev) => {
     for (const f of list) f(ev);
   };
+}
+
+/** The machine an actor runs and its current state, as far as known. */
+export function phaseMachine(ref: ActorRefLike): { machine?: string; state?: string } {
+  const machine = machineOf(ref);
+  const state = snapshotState(ref.getSnapshot() as { value?: unknown });
+  const out: { machine?: string; state?: string } = {};
+  if (machine !== undefined) out.machine = machine;
+  if (state !== undefined) out.state = state;
+  return out;
 }

@@ -45,7 +45,7 @@ export function watch(o: WatchOptions): Watching {
       return page;
     },
     async close() {
-      for (const s of sockets) s.stop();
+      await Promise.all(sockets.map((s) => s.stop()));
       await page?.close();
     },
   };

@@ -14,7 +14,8 @@ import { plain, plainEvent, type InspectFn } from "./actors.js";
 
 export interface WebSocketInspect {
   inspect: InspectFn;
-  stop(): void;
+  /** Stop once the events already handed over are sent. */
+  stop(): Promise<void>;
 }
 
 /** Events kept while the endpoint is not (yet) connected; the oldest are dropped first. */
@@ -54,6 +55,10 @@ export function webSocketInspect(url: string): WebSocketInspect {
           return;
       }
     },
-    stop: () => inspector.stop(),
+    stop: async () => {
+      // The inspector converts and sends on a later tick (setTimeout 0).
+      await new Promise((r) => setTimeout(r, 20));
+      inspector.stop();
+    },
   };
 }

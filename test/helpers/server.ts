@@ -35,9 +35,9 @@ export const SERVER_NAME: ServerKind = serverKind();
  */
 export function serverArgv(): string[] {
   if (isNbdkit) return ["nbdkit"];
-  if (!existsSync(NBDSTATE_BIN)) {
+  if (!existsSync(NBDSTATE_BIN) || !existsSync(join(REPO_ROOT, "dist"))) {
     throw new Error(
-      `${NBDSTATE_BIN} does not exist: build nbdstate first (npm run build), ` +
+      `${NBDSTATE_BIN} or dist/ does not exist: build nbdstate first (npm run build), ` +
         `or set NBDSTATE_TEST_SERVER=nbdkit to run the suites against nbdkit`,
     );
   }

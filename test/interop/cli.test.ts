@@ -37,7 +37,7 @@ const lines = (s: string) => s.split("\n").filter((l) => l.trim() !== "");
 
 /**
  * A command-line error: exit status 1 and exactly one line on stderr,
- * "<server>: ..." naming the culprit (nbdkit: "nbdkit: error: ...").
+ * "<server>: error: ..." naming the culprit, as nbdkit words it.
  * nbdkit prints a second hint line for some errors ("Use 'nbdkit --help'
  * ..."), so against nbdkit only the first line counts.
  */
@@ -46,7 +46,7 @@ function expectOneLineError(r: RunResult, mentions: RegExp): void {
   const ls = lines(r.stderr);
   if (isNbdstate) expect(ls, "exactly one line on stderr").toHaveLength(1);
   else expect(ls.length).toBeGreaterThanOrEqual(1);
-  expect(ls[0]).toMatch(new RegExp(`^${SERVER_NAME}: `));
+  expect(ls[0]).toMatch(new RegExp(`^${SERVER_NAME}: error: `));
   expect(ls[0]).toMatch(mentions);
 }
 
@@ -161,11 +161,12 @@ describe.skipIf(!ok)(`command line of ${SERVER_NAME}`, () => {
         ["size=4096", 4096],
         ["1T", 1024 * 1024 * MiB],
       ];
-      for (const [arg, want] of cases) {
-        const r = await runCli(["-U", "-", "--run", "nbdinfo --size $uri", "memory", arg]);
+      const results = await Promise.all(cases.map(([arg]) => runCli(["-U", "-", "--run", "nbdinfo --size $uri", "memory", arg])));
+      cases.forEach(([arg, want], i) => {
+        const r = results[i]!;
         expect(r.code, `${arg}: ${r.stderr}`).toBe(0);
         expect(r.stdout.trim(), arg).toBe(String(want));
-      }
+      });
     });
   });
 

@@ -1,0 +1,85 @@
+// Helpers for the suites of the filters that see inside their data (tar,
+// ext2, partition): real tools build the containers, real clients
+// (nbdinfo, nbdcopy, nbdsh) read and write through the server.
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { expect } from "vitest";
+import { run, runOk, type RunningServer } from "../helpers/server.js";
+import { requireTools, TOOLS } from "../helpers/tools.js";
+
+/** The tools every suite here needs (missing ones skip, or fail under CI). */
+export function insideTools(extra: ReadonlyArray<readonly [string, string]> = []): boolean {
+  return requireTools([TOOLS.nbdinfo, TOOLS.nbdcopy, TOOLS.nbdsh, ...extra]);
+}
+
+export const sha = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
+
+export interface Listed {
+  name: string;
+  description?: string;
+  size: number;
+}
+
+/** NBD_OPT_LIST (and the size of each export) with nbdinfo --list --json. */
+export async function listExports(srv: RunningServer): Promise<Listed[]> {
+  const r = await runOk("nbdinfo", ["--list", "--json", srv.uri], { timeoutMs: 60_000 });
+  const j = JSON.parse(r.stdout) as { exports: { "export-name": string; description?: string; "export-size": number }[] };
+  return j.exports.map((e) => ({ name: e["export-name"], description: e.description, size: e["export-size"] }));
+}
+
+/** The whole export, copied out by nbdcopy (with or without block status). */
+export async function copyOut(srv: RunningServer, name: string, extents = true): Promise<Buffer> {
+  const out = join(srv.dir, `copy-${randomBytes(6).toString("hex")}`);
+  const args = [...(extents ? [] : ["--no-extents"]), srv.uriFor(name), out];
+  await runOk("nbdcopy", args, { timeoutMs: 60_000 });
+  return readFileSync(out);
+}
+
+/** Write `data` at `offset` of export `name` with nbdsh, then flush. */
+export async function pwrite(srv: RunningServer, name: string, offset: number, data: Buffer): Promise<void> {
+  await runOk("nbdsh", ["-u", srv.uriFor(name), "-c", `h.pwrite(bytes.fromhex('${data.toString("hex")}'), ${offset}); h.flush()`]);
+}
+
+/** Try to write, expecting a failure; returns nbdsh's stderr. */
+export async function pwriteFails(srv: RunningServer, name: string, offset: number, data: Buffer): Promise<string> {
+  const r = await run("nbdsh", ["-u", srv.uriFor(name), "-c", `h.pwrite(bytes.fromhex('${data.toString("hex")}'), ${offset})`]);
+  expect(r.code, "the write should have failed").not.toBe(0);
+  return r.stderr;
+}
+
+/** Connecting to `name` fails (nbdinfo), with the server's reason on its stderr. */
+export async function openFails(srv: RunningServer, name: string): Promise<void> {
+  const r = await run("nbdinfo", ["--size", srv.uriFor(name)]);
+  expect(r.code, `opening '${name}' should fail`).not.toBe(0);
+}
+
+/** The base:allocation map of an export, from nbdinfo --map --json. */
+export async function mapOf(srv: RunningServer, name: string): Promise<{ offset: number; length: number; type: number }[]> {
+  const r = await runOk("nbdinfo", ["--map", "--json", srv.uriFor(name)]);
+  return JSON.parse(r.stdout);
+}
+
+/** The server is still up and answering (after a client made it refuse something). */
+export async function expectServing(srv: RunningServer, name: string, want: Buffer): Promise<void> {
+  expect(srv.exited, `server exited:\n${srv.stderr}`).toBe(false);
+  expect(sha(await copyOut(srv, name))).toBe(sha(want));
+}
+
+/** Write files under `root`: { "a/b": Buffer } */
+export function writeTree(root: string, files: Record<string, Buffer | string>): void {
+  for (const [rel, data] of Object.entries(files)) {
+    const p = join(root, rel);
+    mkdirSync(dirname(p), { recursive: true });
+    writeFileSync(p, data);
+  }
+}
+
+/** Every listed export's content equals `want[name]`, read with and without extents. */
+export async function expectContents(srv: RunningServer, want: Record<string, Buffer>): Promise<void> {
+  for (const [name, data] of Object.entries(want)) {
+    const h = sha(data);
+    expect(sha(await copyOut(srv, name, true)), `${name} (nbdcopy)`).toBe(h);
+    expect(sha(await copyOut(srv, name, false)), `${name} (nbdcopy --no-extents)`).toBe(h);
+  }
+}
