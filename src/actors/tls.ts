@@ -64,6 +64,24 @@ export function tlsServer(credentials: TlsCredentials): TlsServer {
   return { credentials, context: secureContext(credentials) };
 }
 
+/**
+ * Why the client's certificate is not acceptable, or null if it is: present
+ * and verified against ca-cert.pem (chain, dates, ca-crl.pem) by OpenSSL.
+ * A bare server TLSSocket never sets `authorized` nor applies
+ * rejectUnauthorized (only tls.Server's secureConnection path does), so this
+ * asks the handle for OpenSSL's verdict as tls.Server does, and refuses if
+ * it cannot.
+ */
+export function peerCertificateError(sock: tls.TLSSocket): string | null {
+  const cert = sock.getPeerCertificate();
+  if (!cert || Object.keys(cert).length === 0) return "no certificate presented";
+  const handle = (sock as unknown as { _handle?: { verifyError?: () => Error | null } })._handle;
+  if (typeof handle?.verifyError !== "function") return "cannot verify it on this Node.js";
+  const e = handle.verifyError();
+  if (!e) return null;
+  return (e as NodeJS.ErrnoException).code ?? e.message;
+}
+
 export interface TlsUpgrade {
   /** The TLS socket: attach listeners at once, read and write only once `secure` resolves. */
   socket: tls.TLSSocket;
@@ -107,12 +125,12 @@ export function upgradeToTls(raw: Duplex, server: TlsServer, timeoutMs = TLS_HAN
     const timer = setTimeout(() => fail(new Error("TLS handshake timed out")), timeoutMs);
     sock.once("secure", () => {
       if (done) return;
-      // A bare server TLSSocket does not apply rejectUnauthorized itself
-      // (tls.Server does): check the client's certificate here.
-      if (verifyPeer && !sock.authorized) {
-        const why = sock.authorizationError;
-        fail(new Error(`client certificate refused: ${why ? String(why) : "none presented"}`));
-        return;
+      if (verifyPeer) {
+        const refused = peerCertificateError(sock);
+        if (refused) {
+          fail(new Error(`client certificate refused: ${refused}`));
+          return;
+        }
       }
       done = true;
       clearTimeout(timer);

@@ -6,11 +6,12 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { expect } from "vitest";
 import { run, runOk, type RunningServer } from "../helpers/server.js";
-import { requireTools, TOOLS } from "../helpers/tools.js";
+import { NbdClient } from "../../src/client/index.js";
+import { PYTHON, requirePythonLibnbd, requireTools, TOOLS } from "../helpers/tools.js";
 
 /** The tools every suite here needs (missing ones skip, or fail under CI). */
 export function insideTools(extra: ReadonlyArray<readonly [string, string]> = []): boolean {
-  return requireTools([TOOLS.nbdinfo, TOOLS.nbdcopy, TOOLS.nbdsh, ...extra]);
+  return requireTools([TOOLS.nbdinfo, TOOLS.nbdcopy, ...extra]) && requirePythonLibnbd();
 }
 
 export const sha = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
@@ -36,22 +37,46 @@ export async function copyOut(srv: RunningServer, name: string, extents = true):
   return readFileSync(out);
 }
 
+/** nbdsh (python3-libnbd's shell, run by the distribution's Python). */
+const nbdsh = (uri: string, code: string) => run(PYTHON, ["-m", "nbd", "-u", uri, "-c", code], { timeoutMs: 60_000 });
+
 /** Write `data` at `offset` of export `name` with nbdsh, then flush. */
 export async function pwrite(srv: RunningServer, name: string, offset: number, data: Buffer): Promise<void> {
-  await runOk("nbdsh", ["-u", srv.uriFor(name), "-c", `h.pwrite(bytes.fromhex('${data.toString("hex")}'), ${offset}); h.flush()`]);
+  const r = await nbdsh(srv.uriFor(name), `h.pwrite(bytes.fromhex('${data.toString("hex")}'), ${offset}); h.flush()`);
+  if (r.code !== 0) throw new Error(`nbdsh pwrite failed: ${r.stderr}`);
 }
 
 /** Try to write, expecting a failure; returns nbdsh's stderr. */
 export async function pwriteFails(srv: RunningServer, name: string, offset: number, data: Buffer): Promise<string> {
-  const r = await run("nbdsh", ["-u", srv.uriFor(name), "-c", `h.pwrite(bytes.fromhex('${data.toString("hex")}'), ${offset})`]);
+  const r = await nbdsh(srv.uriFor(name), `h.pwrite(bytes.fromhex('${data.toString("hex")}'), ${offset})`);
   expect(r.code, "the write should have failed").not.toBe(0);
   return r.stderr;
 }
 
-/** Connecting to `name` fails (nbdinfo), with the server's reason on its stderr. */
-export async function openFails(srv: RunningServer, name: string): Promise<void> {
-  const r = await run("nbdinfo", ["--size", srv.uriFor(name)]);
-  expect(r.code, `opening '${name}' should fail`).not.toBe(0);
+/** Opening export `name` (NBD_OPT_GO) fails: the server's message. */
+export async function openError(srv: RunningServer, name: string): Promise<string> {
+  const c = await NbdClient.connect({ path: srv.sock });
+  try {
+    await c.go(name);
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    await c.abort().catch(() => c.destroy());
+  }
+  throw new Error(`opening '${name}' should have failed`);
+}
+
+/** NBD_OPT_LIST fails: the server's message. */
+export async function listError(srv: RunningServer): Promise<string> {
+  const c = await NbdClient.connect({ path: srv.sock });
+  try {
+    await c.list();
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    await c.abort().catch(() => c.destroy());
+  }
+  throw new Error("the listing should have failed");
 }
 
 /** The base:allocation map of an export, from nbdinfo --map --json. */
