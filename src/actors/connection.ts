@@ -128,9 +128,15 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
           queue.clear();
           const up = upgradeToTls(socket, tlsServer);
           stream = up.socket;
-          attach(up.socket);
+          // Errors during the handshake are upgradeToTls's (they fail it, logged below).
+          up.socket.on("data", onData);
+          up.socket.on("end", onEnd);
+          up.socket.on("close", onClose);
           return up.secure.then(
-            () => up.socket,
+            () => {
+              up.socket.on("error", onError);
+              return up.socket;
+            },
             (e: unknown) => {
               settings.log(`${id}: ${errorMessage(e)}`);
               throw e;

@@ -240,6 +240,8 @@ export async function negotiate(raw: Duplex, queue: ByteQueue, backend: BackendC
             (secure) => {
               socket = secure;
               tls = true;
+              // Meta contexts set in clear text are forgotten (the machine drops structured replies).
+              metaSet = null;
               report({ type: "TLS_READY" });
             },
             (err) => report({ type: "TLS_FAILED", message: errorMessage(err) }),

