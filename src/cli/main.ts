@@ -171,7 +171,16 @@ function runAll(fns: Array<() => void>): void {
 /** Foreground serving until the server is done; the exit status. */
 async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | undefined, verbose: boolean, tls: TlsSetup): Promise<number> {
   const log = (m: string) => debug(verbose, m);
-  const { stack, server, watching, cleanups } = await start(a, plan, log, tls);
+  // A signal while starting (the socket may already accept) is held, then honoured.
+  let early: NodeJS.Signals | undefined;
+  const removeEarly = onShutdownSignals((sig) => (early = sig), () => process.exit(1));
+  let started: Awaited<ReturnType<typeof start>>;
+  try {
+    started = await start(a, plan, log, tls);
+  } finally {
+    removeEarly();
+  }
+  const { stack, server, watching, cleanups } = started;
   ready?.listening();
   log(`listening: ${server.address.uri}`);
 
@@ -195,6 +204,7 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
       process.exit(1);
     },
   );
+  if (early) shutdown(early);
   const stopWatching = a.exitWithParent ? watchParent(() => shutdown("the parent process exited")) : undefined;
 
   if (a.run !== undefined) {
