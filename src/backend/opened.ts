@@ -66,8 +66,10 @@ export async function openChain(layer: Layer, readonly: boolean, exportName: str
 
 /** Prepare inner->outer; a failure leaves the chain to be closed by the caller. */
 export async function prepareChain(o: Opened): Promise<void> {
-  if (o.lower) await prepareChain(o.lower);
   try {
+    // A failure below is this context's failed prepare too (its own prepare
+    // is not called), so its lifecycle goes to closing and closeChain closes it.
+    if (o.lower) await prepareChain(o.lower);
     if (o.layer.kind === "plugin") {
       const plugin = o.layer.impl as Plugin;
       if (plugin.prepare) await plugin.prepare(o.handle, o.ctx.readonly);

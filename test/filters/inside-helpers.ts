@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { expect } from "vitest";
 import { run, runOk, type RunningServer } from "../helpers/server.js";
+import type { Context } from "../../src/backend/types.js";
 import { NbdClient } from "../../src/client/index.js";
 import { PYTHON, requirePythonLibnbd, requireTools, TOOLS } from "../helpers/tools.js";
 
@@ -107,4 +108,26 @@ export async function expectContents(srv: RunningServer, want: Record<string, Bu
     expect(sha(await copyOut(srv, name, true)), `${name} (nbdcopy)`).toBe(h);
     expect(sha(await copyOut(srv, name, false)), `${name} (nbdcopy --no-extents)`).toBe(h);
   }
+}
+
+/** A read-only Context over a buffer (for the parsers, in-process). */
+export function bufferContext(b: Buffer): Context {
+  return {
+    getSize: async () => b.length,
+    pread: async (buf: Buffer, off: number) => {
+      if (off < 0 || off + buf.length > b.length) throw new Error("read beyond the end");
+      b.copy(buf, 0, off, off + buf.length);
+    },
+  } as unknown as Context;
+}
+
+/** `n` copies of `b`, each with `hits` random bytes changed in [from, to) (seeded, reproducible). */
+export function mutations(b: Buffer, n: number, hits: number, from = 0, to = b.length): Buffer[] {
+  let seed = 12345;
+  const rnd = (m: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % m);
+  return Array.from({ length: n }, () => {
+    const c = Buffer.from(b);
+    for (let i = 0; i < hits; i++) c[from + rnd(to - from)] = rnd(256);
+    return c;
+  });
 }

@@ -7,10 +7,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stack } from "../../src/backend/stack.js";
 import createPartition from "../../src/filters/partition/index.js";
+import { PartitionError, readTable } from "../../src/filters/partition/table.js";
 import createMemory from "../../src/plugins/memory/index.js";
 import { PAGE_SIZE } from "../../src/plugins/memory/sparse.js";
 import { isNbdkit, makeTmpDir, removeTmpDir, runOk, startServer } from "../helpers/server.js";
-import { copyOut, expectContents, expectServing, insideTools, listError, listExports, openError, sha, writeTree } from "./inside-helpers.js";
+import {
+  bufferContext, copyOut, expectContents, expectServing, insideTools, listError, listExports, mutations, openError, sha, writeTree,
+} from "./inside-helpers.js";
 
 const ok = insideTools([["sfdisk", "fdisk"], ["mke2fs", "e2fsprogs"]]);
 const S = 512;
@@ -171,6 +174,23 @@ describe.skipIf(!ok || isNbdkit)("partition filter: corrupt tables", () => {
       await expectServing(srv, "5", slices(f, MBR_PARTS)["5"]!);
     } finally {
       await srv.stop();
+    }
+  });
+});
+
+describe.skipIf(!ok)("partition filter: the table parser on damaged tables", () => {
+  it("randomly damaged MBR (with EBRs) and GPT tables: a table or a PartitionError, never anything else", async () => {
+    const mbr = readFileSync(disk("mbr.img")).subarray(0, 32 << 20);
+    const gpt = readFileSync(disk("gpt.img")).subarray(0, 1 << 20);
+    const ebr = 45056 * S;
+    const cases = [
+      ...mutations(mbr, 300, 4, 446, 512),
+      ...mutations(mbr, 300, 4, ebr + 446, ebr + 512),
+      ...mutations(gpt, 300, 6, 0, 3 * S),
+    ];
+    for (const b of cases) {
+      const t = await readTable(bufferContext(b)).catch((err) => expect(err).toBeInstanceOf(PartitionError));
+      for (const p of t?.partitions ?? []) if (!p.problem) expect(p.start + p.size).toBeLessThanOrEqual(b.length);
     }
   });
 });

@@ -6,11 +6,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stack } from "../../src/backend/stack.js";
 import createTar from "../../src/filters/tar/index.js";
+import { scanTar, TarError } from "../../src/filters/tar/parse.js";
 import createMemory from "../../src/plugins/memory/index.js";
 import { PAGE_SIZE } from "../../src/plugins/memory/sparse.js";
 import { isNbdkit, makeTmpDir, removeTmpDir, runOk, startServer } from "../helpers/server.js";
 import {
-  copyOut, expectContents, expectServing, insideTools, listError, listExports, openError, pwrite, pwriteFails, sha, writeTree,
+  bufferContext, copyOut, expectContents, expectServing, insideTools, listError, listExports, mutations, openError, pwrite, pwriteFails,
+  sha, writeTree,
 } from "./inside-helpers.js";
 import { archive, header, longName, member, pax } from "./tar-craft.js";
 
@@ -244,6 +246,17 @@ describe.skipIf(!ok || isNbdkit)("tar filter: hostile and corrupt archives", () 
       await expectServing(srv, "good.tar:ok.txt", good);
     } finally {
       await srv.stop();
+    }
+  });
+});
+
+describe.skipIf(!ok)("tar filter: the header parser on damaged archives", () => {
+  it("2000 randomly damaged GNU and pax archives: an index or a TarError, never anything else", async () => {
+    for (const t of ["gnu.tar", "pax.tar"]) {
+      const base = readFileSync(join(root, t)).subarray(0, 64 * 1024);
+      for (const b of mutations(base, 1000, 8, 0, 8192)) {
+        await scanTar(bufferContext(b), 0).catch((err) => expect(err).toBeInstanceOf(TarError));
+      }
     }
   });
 });

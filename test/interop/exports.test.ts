@@ -15,7 +15,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  OPT, REP, RawClosedError, RawConn, encodeOption, handshake, openTransmission, optList, rawDisconnect, rawRead,
+  OPT, REP, RawClosedError, RawConn, encodeOption, handshake, openTransmission, rawDisconnect, rawRead,
   readOptionReply, u16, u32, type OptionReply,
 } from "../helpers/raw.js";
 import { isNbdkit, makeTmpDir, removeTmpDir, run, runOk, sleep, startServer, SERVER_NAME, type RunningServer } from "../helpers/server.js";
@@ -26,8 +26,12 @@ const ok = requireTools([TOOLS.nbdinfo, TOOLS.nbdsh, TOOLS.nbdcopy]) && requireP
 const INFO_NAME = 1;
 const INFO_DESCRIPTION = 2;
 const ENOENT = 2; // libnbd's errno for NBD_REP_ERR_UNKNOWN
-/** Options one connection may send: nbdstate's MAX_OPTIONS; nbdkit's MAX_NR_OPTIONS. */
-const OPTION_BUDGET = isNbdkit ? 32 : 256;
+/**
+ * Options one connection may send (nbdstate's MAX_OPTIONS). nbdkit has its
+ * own budget (MAX_NR_OPTIONS, counted its own way): against it the tests
+ * check only that a flood is cut.
+ */
+const OPTION_BUDGET = 256;
 
 // ---------------------------------------------------------------------------
 // Fixture: a directory of exports, created at collection time so the tables
@@ -270,15 +274,18 @@ print(json.dumps(out))
       for (const [n, hex] of Object.entries(out)) expect(Buffer.from(hex, "hex").equals(CONTENT[n]!), n).toBe(true);
     });
 
-    it("the list is read at NBD_OPT_LIST time: a file created after a first listing appears in a second one on the same connection", async () => {
+    it("the list is read at NBD_OPT_LIST time: a file created after a first listing appears in a second one on the same connection [nbdkit: on a new one]", async () => {
       const fresh = join(DIR, "fresh");
+      // nbdkit answers NBD_OPT_LIST once per connection (then NBD_REP_ERR_INVALID).
+      const second = isNbdkit ? `g = nbd.NBD()\ng.set_opt_mode(True)\ng.connect_unix(${JSON.stringify(srv.sock)})` : "g = h";
       const code = `
 import json, sys
 first, second = [], []
 h.opt_list(lambda n, d: first.append(n))
 with open(${JSON.stringify(fresh)}, "wb") as f:
     f.write(b"new" * 1000)
-h.opt_list(lambda n, d: second.append(n))
+${second}
+g.opt_list(lambda n, d: second.append(n))
 print(json.dumps([first, second]))
 `;
       try {
@@ -317,8 +324,7 @@ print(json.dumps([first, second]))
       await goodGoStillWorks(c, "file1", CONTENT.file1!);
     });
 
-    it("a symlink leading out of dir= is neither listed nor opened (NBD_REP_ERR_UNKNOWN) [nbdstate: nbdkit follows it]", async () => {
-      if (isNbdkit) return;
+    it.skipIf(isNbdkit)("a symlink leading out of dir= is neither listed nor opened (NBD_REP_ERR_UNKNOWN) [nbdstate: nbdkit follows it]", async () => {
       const c = await RawConn.connect(srv.sock);
       await handshake(c);
       expect((await rawList(c)).names).not.toContain("escape");
@@ -408,6 +414,15 @@ print(json.dumps([first, second]))
       info: { "": byName("file3"), file1: byName("file1") },
     },
     {
+      // nbdkit's file plugin has the default "" in dir= mode (which then
+      // cannot be opened), so nbdkit lists "" here.
+      title: "exportname-list=defaultonly with no default export below (file dir=): an empty list [nbdkit: \"\", unopenable]",
+      args: ["exportname-list=defaultonly"],
+      list: isNbdkit ? [""] : [],
+      info: { "": "refused", file1: byName("file1") },
+      unopenable: isNbdkit ? [""] : undefined,
+    },
+    {
       title: "exportname-list=explicit: exactly the exportname= names, in the order given",
       args: ["exportname-list=explicit", "exportname=file3", "exportname=file1"],
       list: ["file3", "file1"],
@@ -488,7 +503,7 @@ print(json.dumps([first, second]))
   const same = (m: Mode, got: string[]) => (m.ordered ? got : sorted(got));
   const expected = (m: Mode) => (m.ordered ? wantNames(m) : sorted(wantNames(m)));
 
-  describe.each(MODES)("exportname filter: $title", (m) => {
+  for (const m of MODES) describe(`exportname filter: ${m.title}`, () => {
     let srv: RunningServer;
     beforeAll(async () => {
       srv = await startServer(["--filter=exportname", "file", `dir=${DIR}`, ...m.args]);
@@ -624,7 +639,7 @@ print(json.dumps({"canonical": h.get_canonical_export_name(), "data": h.pread(h.
       await srv?.stop();
     });
 
-    it(`300 NBD_OPT_LIST on one connection: ${OPTION_BUDGET} are answered, then the server cuts the connection and keeps serving others`, async () => {
+    it(`300 NBD_OPT_LIST on one connection: ${OPTION_BUDGET} are answered, then the server cuts the connection and keeps serving others [nbdkit: its own budget]`, async () => {
       // A connection already in transmission before the flood.
       const before = await openTransmission(srv.sock, "file1");
       const c = await RawConn.connect(srv.sock);
@@ -633,8 +648,13 @@ print(json.dumps({"canonical": h.get_canonical_export_name(), "data": h.pread(h.
       let cut = false;
       for (let i = 0; i < 300; i++) {
         try {
-          const names = await optList(c);
-          expect(sorted(names)).toEqual(DIR_EXPORTS);
+          const r = await rawList(c);
+          if (i > 0 && isNbdkit) {
+            expect(r.type).toBe(REP.ERR_INVALID); // nbdkit lists once per connection
+          } else {
+            expect(r.type).toBe(REP.ACK);
+            expect(sorted(r.names)).toEqual(DIR_EXPORTS);
+          }
           answered++;
         } catch (e) {
           if (!(e instanceof RawClosedError)) throw e;
@@ -643,7 +663,7 @@ print(json.dumps({"canonical": h.get_canonical_export_name(), "data": h.pread(h.
         }
       }
       expect(cut).toBe(true);
-      expect(answered).toBe(OPTION_BUDGET);
+      if (!isNbdkit) expect(answered).toBe(OPTION_BUDGET);
       c.destroy();
       // The older connection still reads, and a new one negotiates and reads.
       expect(await rawRead(before.conn, 0, 4096)).toEqual(CONTENT.file1);
@@ -654,13 +674,13 @@ print(json.dumps({"canonical": h.get_canonical_export_name(), "data": h.pread(h.
       expect(srv.exited).toBe(false);
     });
 
-    it("other options count against the same budget as LIST (mixed INFO and LIST)", async () => {
+    it.skipIf(isNbdkit)("other options count against the same budget as LIST (mixed INFO and LIST)", async () => {
       const c = await RawConn.connect(srv.sock);
       await handshake(c);
       let answered = 0;
       try {
         for (let i = 0; i < OPTION_BUDGET + 10; i++) {
-          if (i % 2) await optList(c);
+          if (i % 2) expect((await rawList(c)).type).toBe(i > 1 && isNbdkit ? REP.ERR_INVALID : REP.ACK);
           else expect((await rawGo(c, "file1", [], OPT.INFO)).type).toBe(REP.ACK);
           answered++;
         }

@@ -29,13 +29,16 @@ import {
   type RunningServer,
 } from "../helpers/server.js";
 import {
+  CMD,
   encodeOption,
+  encodeRequest,
   handshake,
   OPT,
   OPTION_REPLY_MAGIC,
   RawConn,
   readOptionReply,
   REP,
+  SIMPLE_REPLY_MAGIC,
   u16,
   u32,
 } from "../helpers/raw.js";
@@ -492,6 +495,51 @@ describe.skipIf(!ok)(`TLS (${isNbdkit ? "nbdkit" : "nbdstate"})`, () => {
         const t = await clientTls(c, keys.ca);
         expect(t).not.toBeInstanceOf(Error);
         (t as tls.TLSSocket).destroy();
+      } finally {
+        c.destroy();
+      }
+    });
+  });
+
+  describe("--tls=on: what was negotiated in clear text is forgotten after STARTTLS", () => {
+    let srv: RunningServer;
+    beforeAll(async () => {
+      srv = await startServer(["--tls=on", `--tls-certificates=${keys.server}`, "memory", "1M"]);
+    });
+    afterAll(async () => {
+      await srv?.stop();
+    });
+
+    it("structured replies and meta contexts set before STARTTLS do not carry over", async () => {
+      const c = await RawConn.connect(srv.sock);
+      try {
+        await handshake(c);
+        c.write(encodeOption(OPT.STRUCTURED_REPLY));
+        expect((await readOptionReply(c)).type).toBe(REP.ACK);
+        const meta = Buffer.concat([u32(0), u32(1), u32(15), Buffer.from("base:allocation")]);
+        c.write(encodeOption(OPT.SET_META_CONTEXT, meta));
+        expect((await readOptionReply(c)).type).toBe(REP.META_CONTEXT);
+        expect((await readOptionReply(c)).type).toBe(REP.ACK);
+        c.write(encodeOption(OPT.STARTTLS));
+        expect((await readOptionReply(c)).type).toBe(REP.ACK);
+        const t = await clientTls(c, keys.ca);
+        if (t instanceof Error) throw t;
+        try {
+          const r = new StreamReader(t);
+          t.write(encodeOption(OPT.GO, goPayload()));
+          let reply = await r.optionReply();
+          while (reply.type === REP.INFO) reply = await r.optionReply();
+          expect([reply.option, reply.type]).toEqual([OPT.GO, REP.ACK]);
+          // A READ gets a simple reply: structured replies were not negotiated inside TLS.
+          t.write(encodeRequest({ type: CMD.READ, handle: 7n, offset: 0, length: 512 }));
+          const h = await r.read(16);
+          expect(h.readUInt32BE(0)).toBe(SIMPLE_REPLY_MAGIC);
+          expect(h.readUInt32BE(4)).toBe(0);
+          expect(h.readBigUInt64BE(8)).toBe(7n);
+          expect((await r.read(512)).equals(Buffer.alloc(512))).toBe(true);
+        } finally {
+          t.destroy();
+        }
       } finally {
         c.destroy();
       }

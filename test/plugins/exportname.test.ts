@@ -1,4 +1,4 @@
-import { describe, it, expect } from "vitest";
+import { describe, it, expect, vi } from "vitest";
 import createExportname from "../../src/filters/exportname/index.js";
 import { runDescScript } from "../../src/filters/exportname/script.js";
 import createMemory from "../../src/plugins/memory/index.js";
@@ -81,9 +81,17 @@ describe("exportname filter: exportname-list", () => {
     const { f, lower } = await setup([["exportname-list", "defaultonly"], ["default-export", "b"]]);
     expect(await f.listExports!(lower, LIST)).toEqual([{ name: "b" }]);
   });
-  it("defaultonly fails when there is no default export", async () => {
+  it("defaultonly lists nothing when there is no default export (as nbdkit)", async () => {
     const { f, lower } = await setup([["exportname-list", "defaultonly"]], multi(null));
-    await errOf(Promise.resolve().then(() => f.listExports!(lower, LIST)));
+    expect(await f.listExports!(lower, LIST)).toEqual([]);
+  });
+  it("defaultonly lists nothing under strict without exportname=\"\"", async () => {
+    const { f, lower } = await setup([["exportname-list", "defaultonly"], ["exportname-strict", "true"], ["exportname", "a"]]);
+    expect(await f.listExports!(lower, LIST)).toEqual([]);
+  });
+  it("defaultonly lists the default name without a description, even with exportdesc=fixed", async () => {
+    const { f, lower } = await setup([["exportname-list", "defaultonly"], ["exportdesc", "fixed:X"]]);
+    expect(await f.listExports!(lower, LIST)).toEqual([{ name: "a" }]);
   });
   it("explicit advertises only exportname= names, in order", async () => {
     const { f, lower } = await setup([
@@ -204,6 +212,22 @@ describe("exportname filter: exportdesc", () => {
     const t0 = Date.now();
     expect(await runDescScript("sleep 30; echo late", "n", 200)).toBeNull();
     expect(Date.now() - t0).toBeLessThan(5000);
+  });
+  it("script: a script that times out leaves the description from below in listings (as nbdkit's get_desc)", async () => {
+    const { f, p, lower } = await setup([["exportdesc", "script:sleep 30"]]);
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      const listing = f.listExports!(lower, LIST);
+      await vi.advanceTimersByTimeAsync(20_000);
+      await vi.advanceTimersByTimeAsync(20_000);
+      expect(await listing).toEqual([
+        { name: "a", description: "disk A" },
+        { name: "b", description: "disk B" },
+      ]);
+    } finally {
+      vi.useRealTimers();
+    }
+    void p;
   });
   it("script: empty output means no description", async () => {
     const { f, lower } = await setup([["exportdesc", "script:true"]]);

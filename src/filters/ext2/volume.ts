@@ -20,6 +20,7 @@ import { MAX_EXPORTS } from "../../backend/layer.js";
 import { NbdError, type Context } from "../../backend/types.js";
 import { MAX_STRING, NBD_EINVAL, NBD_EIO } from "../../protocol/constants.js";
 import { ContextDisk } from "./disk.js";
+import { ext2Message } from "./errors.js";
 
 const O_RDONLY = 0;
 const O_RDWR = 2;
@@ -30,22 +31,6 @@ const O_NOATIME = 0o1000000;
 const IO_CHUNK = 1 << 20;
 /** Directories visited at most by a listing walk. */
 const MAX_DIRS = 10000;
-
-/** Some libext2fs error codes, for clear messages. */
-const EXT2_ERRORS: Record<number, string> = {
-  2133571347: "not an ext2/3/4 filesystem (bad superblock magic)",
-  2133571348: "filesystem revision too high",
-  2133571349: "corrupt superblock",
-  2133571378: "short read (the filesystem is larger than the export below)",
-  2133571373: "corrupt filesystem (bad group descriptors)",
-};
-
-export function ext2Message(err: unknown): string {
-  const e = err as { errno?: number; message?: string };
-  if (typeof e?.errno === "number" && EXT2_ERRORS[e.errno]) return EXT2_ERRORS[e.errno]!;
-  if (typeof e?.errno === "number" && e.errno > 1 << 20) return `libext2fs error ${e.errno}`;
-  return String(e?.message ?? err).split("\n")[0]!;
-}
 
 /** A file some connections have open: found by path, shared by inode. */
 export interface FileRef {
