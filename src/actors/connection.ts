@@ -126,6 +126,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
           socket.off("end", onEnd);
           socket.off("close", onClose);
           queue.clear();
+          if (socket.destroyed) return Promise.reject(new Error("client closed the connection before the TLS handshake"));
           const up = upgradeToTls(socket, tlsServer);
           stream = up.socket;
           // Errors during the handshake are upgradeToTls's (they fail it, logged below).

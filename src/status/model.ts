@@ -44,7 +44,7 @@ export interface StatusView {
 }
 
 /** The machine and state a connection is in: its phase's machine, or guessed from the phase name. */
-function connectionMachine(c: ConnectionStatus & { machine?: string; state?: string }): MachineView {
+function connectionMachine(c: ConnectionStatus): MachineView {
   if (c.machine !== undefined && DIAGRAM_OF[c.machine] !== undefined) {
     return { diagram: DIAGRAM_OF[c.machine]!, state: c.state ?? null };
   }

@@ -121,13 +121,18 @@ export function bufferContext(b: Buffer): Context {
   } as unknown as Context;
 }
 
-/** `n` copies of `b`, each with `hits` random bytes changed in [from, to) (seeded, reproducible). */
-export function mutations(b: Buffer, n: number, hits: number, from = 0, to = b.length): Buffer[] {
+/**
+ * `n` damaged versions of `b`, each with `hits` random bytes changed in
+ * [from, to): one copy, damaged and restored in turn (seeded, reproducible).
+ */
+export function* mutations(b: Buffer, n: number, hits: number, from = 0, to = b.length): Generator<Buffer> {
   let seed = 12345;
   const rnd = (m: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % m);
-  return Array.from({ length: n }, () => {
-    const c = Buffer.from(b);
-    for (let i = 0; i < hits; i++) c[from + rnd(to - from)] = rnd(256);
-    return c;
-  });
+  const c = Buffer.from(b);
+  for (let k = 0; k < n; k++) {
+    const at = Array.from({ length: hits }, () => from + rnd(to - from));
+    for (const i of at) c[i] = rnd(256);
+    yield c;
+    for (const i of at) c[i] = b[i]!;
+  }
 }

@@ -183,14 +183,12 @@ describe.skipIf(!ok)("partition filter: the table parser on damaged tables", () 
     const mbr = readFileSync(disk("mbr.img")).subarray(0, 32 << 20);
     const gpt = readFileSync(disk("gpt.img")).subarray(0, 1 << 20);
     const ebr = 45056 * S;
-    const cases = [
-      ...mutations(mbr, 300, 4, 446, 512),
-      ...mutations(mbr, 300, 4, ebr + 446, ebr + 512),
-      ...mutations(gpt, 300, 6, 0, 3 * S),
-    ];
-    for (const b of cases) {
-      const t = await readTable(bufferContext(b)).catch((err) => expect(err).toBeInstanceOf(PartitionError));
-      for (const p of t?.partitions ?? []) if (!p.problem) expect(p.start + p.size).toBeLessThanOrEqual(b.length);
+    const cases = [mutations(mbr, 300, 4, 446, 512), mutations(mbr, 300, 4, ebr + 446, ebr + 512), mutations(gpt, 300, 6, 0, 3 * S)];
+    for (const damaged of cases) {
+      for (const b of damaged) {
+        const t = await readTable(bufferContext(b)).catch((err) => void expect(err).toBeInstanceOf(PartitionError));
+        for (const p of t?.partitions ?? []) if (!p.problem) expect(p.start + p.size).toBeLessThanOrEqual(b.length);
+      }
     }
   });
 });

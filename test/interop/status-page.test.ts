@@ -5,6 +5,7 @@
 // disconnects. Chromium is Debian's (`chromium`), driven by playwright-core.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chromium, type Browser, type Page } from "playwright-core";
+import { connect } from "node:net";
 import { openClient, type NbdClient } from "../../src/client/index.js";
 import { requireTool } from "../helpers/tools.js";
 import { canConnect, freePort, isNbdkit, startServer, waitFor, type RunningServer } from "../helpers/server.js";
@@ -101,6 +102,36 @@ describe.skipIf(!ok)("--status-page in headless Chromium", () => {
     expect(await page.textContent("#nconn")).toBe("0");
     await page.waitForSelector('.card.contexts[data-state=""]', { timeout: 10_000 });
     expect(await page.locator(".card.server g.node.current title").textContent()).toBe("LISTENING");
+    expect(pageErrors).toEqual([]);
+  }, 60_000);
+
+  it("shows a connection held in the handshake, then in option haggling", async () => {
+    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.waitForSelector('.card.server[data-state="LISTENING"]', { timeout: 10_000 });
+    const sock = connect(srv.sock);
+    try {
+      // The greeting (NBDMAGIC, IHAVEOPT, handshake flags): 18 bytes.
+      await new Promise<void>((resolve, reject) => {
+        let n = 0;
+        sock.on("data", (b: Buffer) => {
+          n += b.length;
+          if (n >= 18) resolve();
+        });
+        sock.once("error", reject);
+      });
+      const card = ".card.connections";
+      await page.waitForSelector(`${card}[data-diagram="handshake"][data-state="AWAIT_CLIENT_FLAGS"]`, { timeout: 10_000 });
+      expect(await page.textContent(`${card} g.node.current title`)).toBe("AWAIT_CLIENT_FLAGS");
+      expect(await field(page, card, "phase")).toBe("handshake");
+      // Client flags FIXED_NEWSTYLE | NO_ZEROES: on to the options machine.
+      sock.write(Buffer.from([0, 0, 0, 3]));
+      await page.waitForSelector(`${card}[data-diagram="options"][data-state="AWAIT_OPTION"]`, { timeout: 10_000 });
+      expect(await page.textContent(`${card} g.node.current title`)).toBe("AWAIT_OPTION");
+      expect(await field(page, card, "phase")).toBe("options");
+    } finally {
+      sock.destroy();
+    }
+    await page.waitForFunction(() => document.querySelectorAll(".card.connections").length === 0, undefined, { timeout: 10_000 });
     expect(pageErrors).toEqual([]);
   }, 60_000);
 
