@@ -24,6 +24,8 @@ export interface ConnectionSettings {
   maxInFlightBytes: number;
   /** Options one client may send before it is cut off (default MAX_OPTIONS). */
   maxOptions?: number;
+  handshakeTimeoutMs?: number;
+  optionTimeoutMs?: number;
   inspect?: (ev: InspectionEvent) => void;
   log: (msg: string) => void;
 }
@@ -164,6 +166,8 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       readonly: settings.readonly,
       tls: settings.tls,
       maxOptions: settings.maxOptions,
+      handshakeTimeoutMs: settings.handshakeTimeoutMs,
+      optionTimeoutMs: settings.optionTimeoutMs,
       inspect,
       onPhase: (p) => (phase = p),
       startTls,

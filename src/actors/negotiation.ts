@@ -29,6 +29,10 @@ export interface NegotiationOptions {
   readonly: boolean;
   tls: TlsMode;
   maxOptions?: number;
+  /** From the greeting until the client's flags arrive (0: no limit). */
+  handshakeTimeoutMs?: number;
+  /** Idle time allowed between options (0: no limit). */
+  optionTimeoutMs?: number;
   inspect?: (ev: InspectionEvent) => void;
   /** Called with each phase change, for the status page. */
   onPhase?: (phase: string) => void;
@@ -140,12 +144,25 @@ export async function negotiate(raw: Duplex, queue: ByteQueue, backend: BackendC
   hs.subscribe({ error: () => {} });
   hs.start();
   o.onPhase?.("handshake");
+  // A timeout is a machine event; ending the queue then unblocks the read.
+  const timed = async <T>(p: Promise<T>, ms: number | undefined, onTimeout: () => void): Promise<T> => {
+    if (!ms) return p;
+    const t = setTimeout(() => {
+      onTimeout();
+      queue.end();
+    }, ms);
+    try {
+      return await p;
+    } finally {
+      clearTimeout(t);
+    }
+  };
   try {
-    const flags = (await queue.read(4)).readUInt32BE(0);
+    const flags = (await timed(queue.read(4), o.handshakeTimeoutMs, () => hs.send({ type: "TIMEOUT" }))).readUInt32BE(0);
     hs.send({ type: "CLIENT_FLAGS", flags });
   } catch (e) {
     if (!(e instanceof EofError)) throw e;
-    hs.send({ type: "CLIENT_CLOSED" });
+    if (hs.getSnapshot().status === "active") hs.send({ type: "CLIENT_CLOSED" });
   }
   const hsOut = hs.getSnapshot().output!;
   hs.stop();
@@ -273,7 +290,7 @@ export async function negotiate(raw: Duplex, queue: ByteQueue, backend: BackendC
 
   try {
     while (opts.getSnapshot().status === "active") {
-      const head = await queue.read(16);
+      const head = await timed(queue.read(16), o.optionTimeoutMs, () => opts.send({ type: "TIMEOUT" }));
       if (head.readBigUInt64BE(0) !== C.IHAVEOPT) throw new WireError("bad option magic");
       currentOption = head.readUInt32BE(8);
       const length = head.readUInt32BE(12);
@@ -296,7 +313,9 @@ export async function negotiate(raw: Duplex, queue: ByteQueue, backend: BackendC
       o.onPhase?.("options");
     }
   } catch (e) {
-    if (e instanceof EofError) opts.send({ type: "CLIENT_CLOSED" });
+    if (e instanceof EofError) {
+      if (opts.getSnapshot().status === "active") opts.send({ type: "CLIENT_CLOSED" });
+    }
     else if (e instanceof WireError) {
       opts.stop();
       socket.destroy();

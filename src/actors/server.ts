@@ -13,6 +13,9 @@ import { connectionLogic, DEFAULT_MAX_IN_FLIGHT_BYTES, type ConnectionStatus } f
 import type { Listener, ServerOptions } from "./server-options.js";
 import { tlsServer } from "./tls.js";
 
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+export const DEFAULT_OPTION_TIMEOUT_MS = 60_000;
+
 export interface RunningServer {
   address: { uri: string; unixSocket?: string; port?: number; host?: string };
   shutdown(): Promise<void>;
@@ -27,6 +30,10 @@ export interface StartOptions extends ServerOptions {
   maxConnections?: number;
   /** Options one client may send before it is cut off (default MAX_OPTIONS; tests use a few). */
   maxOptions?: number;
+  /** Client flags must arrive within this long (default 10 s, as qemu-nbd's handshake limit). */
+  handshakeTimeoutMs?: number;
+  /** A client idle this long between options is disconnected (default 60 s). */
+  optionTimeoutMs?: number;
 }
 
 function stdioDuplex(): Duplex {
@@ -88,6 +95,8 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
             maxInFlight: Math.max(1, opts.threads),
             maxInFlightBytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             maxOptions: opts.maxOptions,
+            handshakeTimeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            optionTimeoutMs: opts.optionTimeoutMs ?? DEFAULT_OPTION_TIMEOUT_MS,
             inspect: opts.inspect,
             log,
           },

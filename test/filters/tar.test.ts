@@ -17,7 +17,7 @@ import {
 import { archive, header, longName, member, pax } from "./tar-craft.js";
 
 const ok = insideTools([["tar", "tar"]]);
-const LONG = `${"d".repeat(120)}/file_with_a_long_name_${"x".repeat(30)}.bin`;
+const LONG = `${"d".repeat(120)}/long_name.bin`;
 const files: Record<string, Buffer> = {
   "dir/f1": randomBytes(100_000),
   "dir/f2": randomBytes(3000),
@@ -49,6 +49,7 @@ describe.skipIf(!ok)(`tar filter: tar-entry=PATH (${isNbdkit ? "nbdkit" : "nbdst
   // its L header, not of the member), so only nbdstate gets the long names.
   const cases = isNbdkit ? [["gnu.tar", "dir/f1"], ["pax.tar", "dir/f1"]] : [["gnu.tar", LONG], ["pax.tar", LONG], ["gnu.tar", "dir/f1"]];
   it.each(cases)("%s: serves %s", async (t, entry) => {
+    if (entry === LONG) expect(entry.length).toBeGreaterThan(100); // a GNU L header / pax path
     const srv = await startServer(["-r", "--filter=tar", "file", join(root, t), `tar-entry=${entry}`]);
     try {
       expect(sha(await copyOut(srv, ""))).toBe(sha(files[entry]!));

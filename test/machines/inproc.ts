@@ -65,7 +65,9 @@ function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
   };
 }
 
-export async function startInProcess(o: { maxOptions?: number; tls?: TlsMode; threads?: number } = {}): Promise<InProcess> {
+export async function startInProcess(
+  o: { maxOptions?: number; tls?: TlsMode; threads?: number; handshakeTimeoutMs?: number; optionTimeoutMs?: number } = {},
+): Promise<InProcess> {
   const ctl: Control = { failList: false, gate: null, reads: 0, opens: 0, closes: 0, log: [] };
   const stack = new Stack(modelPlugin(ctl));
   await stack.load();
@@ -82,6 +84,8 @@ export async function startInProcess(o: { maxOptions?: number; tls?: TlsMode; th
     tls: o.tls ?? "off",
     verbose: false,
     maxOptions: o.maxOptions,
+    handshakeTimeoutMs: o.handshakeTimeoutMs,
+    optionTimeoutMs: o.optionTimeoutMs,
     log: (m) => ctl.log.push(m),
   });
   let stopped = false;

@@ -57,6 +57,14 @@ describe("file plugin dir= mode: listing", () => {
     expect((await p.listExports!(LIST)).map((e) => e.name)).toEqual(["file1", "file2", "file3"]);
   });
 
+  it("lists up to 10000 files, and fails the listing (not the server) for a directory with more", async () => {
+    const p = await dirPlugin();
+    for (let i = 0; i < 9998; i++) writeFileSync(join(dir, `f${i}`), "");
+    expect(await p.listExports!(LIST)).toHaveLength(10000);
+    writeFileSync(join(dir, "one-too-many"), "");
+    await expect(Promise.resolve().then(() => p.listExports!(LIST))).rejects.toThrow(/more than 10000 files/);
+  }, 60_000);
+
   it("leaves out subdirectories, FIFOs, dangling links and links leading outside", async () => {
     mkdirSync(join(dir, "subdir"));
     execFileSync("mkfifo", [join(dir, "fifo")]);

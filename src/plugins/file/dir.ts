@@ -83,8 +83,8 @@ export async function listDir(dir: string): Promise<ExportEntry[]> {
       out.push({ name });
     }
   } finally {
-    // for-await closes the directory when it completes or breaks; a throw
-    // from our own code above still has to close it.
+    // for-await closes the directory when the loop ends, however it ends;
+    // closing again only fails with ERR_DIR_CLOSED.
     await d.close().catch(() => {});
   }
   out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
