@@ -96,6 +96,14 @@ const openExport = [
   { guard: "malformed" as const, actions: ["countOption" as const, err("NBD_REP_ERR_INVALID", "malformed NBD_OPT_INFO/GO")] },
   { target: "OPEN_EXPORT" as const, actions: ["countOption" as const, "recordOption" as const] },
 ];
+// A well-formed NBD_OPT_INFO is not counted: `nbdinfo --list` asks one per
+// listed export (up to 10000), and each costs no more than a new connection.
+const openInfo = [
+  overBudget,
+  tlsRequired,
+  { guard: "malformed" as const, actions: ["countOption" as const, err("NBD_REP_ERR_INVALID", "malformed NBD_OPT_INFO/GO")] },
+  { target: "OPEN_EXPORT" as const, actions: "recordOption" as const },
+];
 const metaContext = (set: boolean) => [
   overBudget,
   tlsRequired,
@@ -196,7 +204,7 @@ export const optionsMachine = setup({
           { guard: "nonEmptyPayload", actions: ["countOption", err("NBD_REP_ERR_INVALID", "NBD_OPT_LIST takes no data")] },
           { target: "LIST_EXPORTS", actions: "countOption" },
         ],
-        NBD_OPT_INFO: openExport,
+        NBD_OPT_INFO: openInfo,
         NBD_OPT_GO: openExport,
         NBD_OPT_STRUCTURED_REPLY: [
           overBudget,

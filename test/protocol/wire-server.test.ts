@@ -103,8 +103,8 @@ describe("checkRequest: read-only, ranges, lengths", () => {
     for (const cmd of ["READ", "FLUSH", "CACHE", "BLOCK_STATUS"] as const) expect(check(cmd, 0, ro), cmd).toBe(0);
   });
 
-  it("ranges: reads past the end are EINVAL, writes past the end ENOSPC", () => {
-    const past = { READ: EINVAL, CACHE: EINVAL, BLOCK_STATUS: EINVAL, WRITE: ENOSPC, TRIM: ENOSPC, WRITE_ZEROES: ENOSPC };
+  it("ranges: writes and zeroes past the end are ENOSPC, everything else EINVAL (as nbdkit)", () => {
+    const past = { READ: EINVAL, CACHE: EINVAL, BLOCK_STATUS: EINVAL, WRITE: ENOSPC, TRIM: EINVAL, WRITE_ZEROES: ENOSPC };
     for (const [cmd, e] of Object.entries(past) as [Cmd, number][]) {
       expect(check(cmd, 0, limits(), MiB - 512, 512), `${cmd} up to the end`).toBe(0);
       expect(check(cmd, 0, limits(), MiB - 512, 513), `${cmd} one byte over`).toBe(e);
