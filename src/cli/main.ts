@@ -15,7 +15,7 @@ import { dumpConfigText, dumpPluginText, pluginHelpText, usageText, versionText 
 import { makePrivateSocket, planListeners, type ListenerPlan } from "./listeners.js";
 import { listBuiltins, loadFilter, loadPlugin, type Loaded } from "./load.js";
 import { resolveParams } from "./params.js";
-import { onShutdownSignals, watchParent, writePidfile } from "./process-hooks.js";
+import { SHUTDOWN_SIGNALS, onShutdownSignals, watchParent, writePidfile } from "./process-hooks.js";
 import { loadTls, type TlsSetup } from "./tls.js";
 
 /** The server implements TLS (--tls=on|require, STARTTLS). */
@@ -225,6 +225,8 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
     await watching.close().catch(() => {});
     runAll(cleanups);
     removeSignals();
+    // Stopped: a late signal must not turn this clean exit into death by signal.
+    for (const sig of SHUTDOWN_SIGNALS) process.on(sig, () => {});
   }
   return captive ? await captive.status : 0;
 }
