@@ -15,6 +15,7 @@ import type { Negotiated } from "./negotiation.js";
 import {
   blockStatusChunk, DATA_CHUNK_HEADER, errorChunk, SIMPLE_HEADER, simpleReply, writeChunkHeader, writeSimpleHeader,
 } from "./replies.js";
+import { replyBuffers } from "./buffer-pool.js";
 import { checkRequest, stackFlags } from "./requests.js";
 
 export interface TransmissionOptions {
@@ -211,19 +212,18 @@ export class Transmission {
   }
 
   private async read(cookie: Buffer, offset: number, count: number): Promise<void> {
-    if (this.neg.structuredReplies) {
-      const b = Buffer.allocUnsafe(DATA_CHUNK_HEADER + count);
-      await this.ctx.pread(b.subarray(DATA_CHUNK_HEADER), offset, 0);
+    // Header and data in one buffer: one write per reply.
+    const head = this.neg.structuredReplies ? DATA_CHUNK_HEADER : SIMPLE_HEADER;
+    const b = replyBuffers.get(head + count);
+    await this.ctx.pread(b.subarray(head), offset, 0);
+    if (head === DATA_CHUNK_HEADER) {
       writeChunkHeader(b, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + count);
       b.writeUInt32BE(Math.floor(offset / 0x1_0000_0000) >>> 0, 20);
       b.writeUInt32BE(offset >>> 0, 24);
-      this.send(b);
     } else {
-      const b = Buffer.allocUnsafe(SIMPLE_HEADER + count);
-      await this.ctx.pread(b.subarray(SIMPLE_HEADER), offset, 0);
       writeSimpleHeader(b, 0, cookie);
-      this.send(b);
     }
+    this.send(b, () => replyBuffers.put(b));
   }
 
   private sendError(type: number, errno: number, message: string, cookie: Buffer): void {
@@ -235,7 +235,8 @@ export class Transmission {
     }
   }
 
-  private send(b: Buffer): void {
+  /** Queue a reply; `written` runs once the socket no longer needs b. */
+  private send(b: Buffer, written?: () => void): void {
     if (this.clientGone) return;
     this.bytesWritten.value += b.length;
     // Replies finishing in the same tick leave in one writev.
@@ -247,7 +248,7 @@ export class Transmission {
         this.socket.uncork();
       });
     }
-    this.socket.write(b);
+    this.socket.write(b, written);
   }
 
   private done(bytes: number): void {
