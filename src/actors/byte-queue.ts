@@ -67,13 +67,18 @@ export class ByteQueue {
     return this.peek(i, 4).readUInt32BE(0);
   }
 
-  /** A view of n bytes at position i (copied only if they span chunks). */
-  peek(i: number, n: number): Buffer {
+  /** True when the n bytes at the read position sit in one chunk (peek gives a view). */
+  contiguous(n: number): boolean {
+    return this.chunks.length > 0 && this.head + n <= this.chunks[0]!.length;
+  }
+
+  /** A view of n bytes at position i (copied, into alloc(n), only if they span chunks). */
+  peek(i: number, n: number, alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer {
     if (n === 0) return EMPTY;
     const c = this.chunks[0]!;
     const p = this.head + i;
     if (p + n <= c.length) return c.subarray(p, p + n);
-    const out = Buffer.allocUnsafe(n);
+    const out = alloc(n);
     let ci = 0;
     let off = this.head;
     let skip = i;

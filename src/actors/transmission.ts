@@ -134,6 +134,7 @@ export class Transmission {
       const offset = readU64(hdr, 16);
       const count = hdr.readUInt32BE(24);
       let payload: Buffer | null = null;
+      let pooled = false;
       let cookie = hdr.subarray(8, 16);
       if (type === C.NBD_CMD_WRITE) {
         if (count > C.MAX_REQUEST_SIZE) {
@@ -146,8 +147,10 @@ export class Transmission {
           continue;
         }
         if (q.length < HEADER + count) return;
-        // A view when header and payload sit in one socket chunk, else one copy.
-        const whole = q.peek(0, HEADER + count);
+        // A view when header and payload sit in one socket chunk, else one
+        // copy into a warm pooled buffer, given back once the write is done.
+        pooled = !q.contiguous(HEADER + count);
+        const whole = q.peek(0, HEADER + count, pooled ? (n) => replyBuffers.get(n) : undefined);
         cookie = whole.subarray(8, 16);
         payload = whole.subarray(HEADER);
         q.drop(HEADER + count);
@@ -159,7 +162,7 @@ export class Transmission {
         this.machine.send({ type: "NBD_CMD_DISC" });
         return;
       }
-      this.dispatch(type, flags, cookie, offset, count, payload);
+      this.dispatch(type, flags, cookie, offset, count, payload, pooled ? payload!.buffer : null);
       if (this.inFlight >= this.o.maxInFlight || this.inFlightBytes >= this.o.maxInFlightBytes) {
         this.paused = true;
         this.socket.pause();
@@ -167,10 +170,16 @@ export class Transmission {
     }
   }
 
-  private dispatch(type: number, flags: number, cookie: Buffer, offset: number, count: number, payload: Buffer | null): void {
+  private dispatch(
+    type: number, flags: number, cookie: Buffer, offset: number, count: number, payload: Buffer | null,
+    pooledPayload: ArrayBufferLike | null,
+  ): void {
+    // The cookie may live in the pooled payload buffer: give it back only after the reply copied it.
+    const release = pooledPayload ? () => replyBuffers.put(Buffer.from(pooledPayload as ArrayBuffer)) : null;
     const err = checkRequest(this.neg, type, flags, offset, count);
     if (err !== 0) {
       this.sendError(type, err, "request rejected", cookie);
+      release?.();
       return;
     }
     const f = stackFlags(type, flags);
@@ -202,10 +211,14 @@ export class Transmission {
         p = ctx.extents(count, offset, f).then((e) => this.send(blockStatusChunk(this.neg.baseAllocationId, clip(e, count, f), cookie)));
     }
     p.then(
-      () => this.done(bytes),
+      () => {
+        release?.();
+        this.done(bytes);
+      },
       (e: unknown) => {
         this.o.log?.(`${C.COMMAND_NAMES[type]}: ${errorMessage(e)}`);
         this.sendError(type, toNbdErrno(e), errorMessage(e), cookie);
+        release?.();
         this.done(bytes);
       },
     );
