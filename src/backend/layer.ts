@@ -4,7 +4,7 @@
 import { createActor, type Actor } from "xstate";
 import { backendLifecycleMachine } from "../machines/backend-lifecycle.js";
 import { MAX_STRING } from "../protocol/constants.js";
-import { closeChain, finalizeChain, openChain, prepareChain, type Opened } from "./opened.js";
+import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
 import type { Stack } from "./stack.js";
 import type { Context, ExportEntry, Filter, ListParams, LowerBackend, OpenOptions, Plugin } from "./types.js";
 
@@ -93,13 +93,7 @@ export class Layer {
       throw new Error(`${this.name}: a filter may open its own context only from afterFork until unload (layer is ${this.state})`);
     }
     if (o.shared) return this.stack.shared.acquire(this, o);
-    const opened = await openChain(this, o.readonly ?? false, o.exportName ?? "", o.tls ?? false);
-    try {
-      await prepareChain(opened);
-    } catch (err) {
-      await closeChain(opened);
-      throw err;
-    }
+    const opened = await openPrepared(this, o.readonly ?? false, o.exportName ?? "", o.tls ?? false);
     this.owned.set(opened.ctx, opened);
     return opened.ctx;
   }
@@ -109,11 +103,7 @@ export class Layer {
     const opened = this.owned.get(ctx);
     if (!opened) throw new Error(`${this.name}: close of a context this layer did not open (or closed twice)`);
     this.owned.delete(ctx);
-    try {
-      await finalizeChain(opened);
-    } finally {
-      await closeChain(opened);
-    }
+    await finalizeAndClose(opened);
   }
 
   /** Close what filters above left open, before this layer unloads. */

@@ -123,3 +123,24 @@ export async function closeChain(o: Opened): Promise<void> {
   o.lifecycle.stop();
   if (o.lower) await closeChain(o.lower);
 }
+
+/** Open and prepare a chain from `layer` down; a failed prepare closes it again. */
+export async function openPrepared(layer: Layer, readonly: boolean, exportName: string, tls: boolean): Promise<Opened> {
+  const opened = await openChain(layer, readonly, exportName, tls);
+  try {
+    await prepareChain(opened);
+  } catch (err) {
+    await closeChain(opened);
+    throw err;
+  }
+  return opened;
+}
+
+/** Finalize (unless the user of the context failed) and close, whatever finalize did. */
+export async function finalizeAndClose(opened: Opened, finalize = true): Promise<void> {
+  try {
+    if (finalize) await finalizeChain(opened);
+  } finally {
+    await closeChain(opened);
+  }
+}

@@ -8,7 +8,7 @@
 
 import { NBD_ESHUTDOWN } from "../protocol/constants.js";
 import type { Layer } from "./layer.js";
-import { closeChain, finalizeChain, openChain, prepareChain, type Opened } from "./opened.js";
+import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
 import { SharedHandle } from "./shared-handle.js";
 import { NbdError, type Context, type OpenOptions } from "./types.js";
 
@@ -37,23 +37,8 @@ export class SharedContexts {
       const handle = new SharedHandle<Opened>({
         name: key,
         inspect: layer.stack.inspect,
-        open: async () => {
-          const opened = await openChain(layer, readonly, exportName, o.tls ?? false);
-          try {
-            await prepareChain(opened);
-          } catch (err) {
-            await closeChain(opened);
-            throw err;
-          }
-          return opened;
-        },
-        close: async (opened) => {
-          try {
-            await finalizeChain(opened);
-          } finally {
-            await closeChain(opened);
-          }
-        },
+        open: () => openPrepared(layer, readonly, exportName, o.tls ?? false),
+        close: (opened) => finalizeAndClose(opened),
       });
       handle.afterFork();
       entry = { handle, key };

@@ -7,7 +7,7 @@
 
 import type { InspectionEvent } from "xstate";
 import { Layer } from "./layer.js";
-import { closeChain, finalizeChain, openChain, prepareChain, type Opened } from "./opened.js";
+import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
 import { SharedContexts } from "./shared-contexts.js";
 import type { Context, ExportEntry, Filter, ListParams, PeerInfo, Plugin } from "./types.js";
 
@@ -180,24 +180,13 @@ export class Stack {
   }
 
   /** Open and prepare a context through the whole stack for one client. */
-  async open(readonly: boolean, exportName: string, tls: boolean): Promise<Opened> {
-    const opened = await openChain(this.top, readonly, exportName, tls);
-    try {
-      await prepareChain(opened);
-    } catch (err) {
-      await closeChain(opened);
-      throw err;
-    }
-    return opened;
+  open(readonly: boolean, exportName: string, tls: boolean): Promise<Opened> {
+    return openPrepared(this.top, readonly, exportName, tls);
   }
 
   /** Finalize (unless the connection failed) and close a client's context. */
-  async close(opened: Opened, finalize = true): Promise<void> {
-    try {
-      if (finalize) await finalizeChain(opened);
-    } finally {
-      await closeChain(opened);
-    }
+  close(opened: Opened, finalize = true): Promise<void> {
+    return finalizeAndClose(opened, finalize);
   }
 }
 
