@@ -15,18 +15,32 @@ const script = fileURLToPath(new URL("./durability.py", import.meta.url));
 const dir = makeTmpDir("nbdstate-durable-");
 afterAll(() => removeTmpDir(dir));
 
-/** Later writes to the same bytes win: replay the journal into a map of byte ranges. */
+/**
+ * The bytes each acknowledged write must have left, newest first. A write
+ * that was sent (P) but never acknowledged (the server died) may or may not
+ * have landed: the bytes it overlaps are not checked.
+ */
 function expectedBlocks(journal: string): Map<number, { len: number; sha: string }> {
   const last = new Map<number, { len: number; sha: string }>();
+  const forget = (off: number, len: number) => {
+    for (const [k, v] of last) if (k < off + len && off < k + v.len) last.delete(k);
+  };
+  let pending: { off: number; len: number } | null = null;
   for (const line of readFileSync(journal, "utf8").split("\n")) {
     if (!line) continue;
-    const [o, l, sha] = line.split(" ");
+    const [kind, o, l, sha] = line.split(" ");
     const off = Number(o);
     const len = Number(l);
-    // Drop earlier entries this write overlaps: only the newest bytes are checked.
-    for (const [k, v] of last) if (k < off + len && off < k + v.len) last.delete(k);
-    last.set(off, { len, sha: sha! });
+    if (kind === "P") {
+      if (pending) forget(pending.off, pending.len); // never acknowledged
+      pending = { off, len };
+    } else {
+      pending = null;
+      forget(off, len);
+      last.set(off, { len, sha: sha! });
+    }
   }
+  if (pending) forget(pending.off, pending.len);
   return last;
 }
 
