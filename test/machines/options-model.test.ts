@@ -9,9 +9,11 @@
 // model offers only the follow-up the server will really produce (the
 // export "missing" fails to open; listing fails, with a plain error:
 // NBD_REP_ERR_PLATFORM, when the test says so).
-// Not modelled, because the runner cannot produce them: TIMEOUT (no option
-// timer yet), TLS_READY (no TLS yet), CLIENT_CLOSED while an option is
-// being answered (the runner reads the next frame only once it is).
+// TIMEOUT is the client staying silent longer than the server's option
+// timeout (short here). Not modelled, because the runner cannot produce
+// them: TLS_READY (this server has no TLS credentials; test/interop/tls
+// covers it), CLIENT_CLOSED while an option is being answered (the runner
+// reads the next frame only once it is).
 import { createTestModel } from "@xstate/graph";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { transition, type SnapshotFrom } from "xstate";
@@ -55,7 +57,11 @@ const CLIENT_EVENTS: OptionsEvent[] = [
   { type: "NBD_OPT_UNKNOWN", option: C.NBD_OPT_EXTENDED_HEADERS },
   { type: "OPTION_TOO_LARGE", option: C.NBD_OPT_LIST },
   { type: "CLIENT_CLOSED" },
+  { type: "TIMEOUT" },
 ];
+
+/** The server's idle timeout between options in this test. */
+const OPTION_TIMEOUT_MS = 800;
 
 /** What the model may do next in a state: only what the real server can produce. */
 function events(s: Snap): OptionsEvent[] {
@@ -112,6 +118,12 @@ const optionOf = (ev: OptionsEvent): number =>
  */
 async function step(t: InProcess, conn: RawConn, ev: OptionsEvent, acts: Act[], after: Snap): Promise<void> {
   const names = acts.map((a) => a.type);
+  if (ev.type === "TIMEOUT") {
+    // Say nothing: the server must hang up once the option timeout passes.
+    expect(await conn.waitClosed(OPTION_TIMEOUT_MS * 4), "the server closes an idle client").toBe(true);
+    expect(await t.idle()).toBe(true);
+    return;
+  }
   if (ev.type === "CLIENT_CLOSED") {
     conn.destroy();
     expect(await t.idle(), "the server forgets a client that hung up").toBe(true);
@@ -213,7 +225,7 @@ for (const tls of ["off", "require"] as const) {
   describe(`options machine model over a real socket (tls ${tls}, maxOptions ${MAX_OPTIONS})`, () => {
     let t: InProcess;
     beforeAll(async () => {
-      t = await startInProcess({ maxOptions: MAX_OPTIONS, tls });
+      t = await startInProcess({ maxOptions: MAX_OPTIONS, tls, optionTimeoutMs: OPTION_TIMEOUT_MS });
     });
     afterAll(async () => t?.stop());
 
