@@ -18,31 +18,32 @@ export type BackendRequest =
 
 export type BackendReply = { type: "BACKEND_REPLY"; id: number; ok: boolean; value?: unknown; error?: unknown };
 
-export const backendLogic = (stack: Stack) => fromCallback<BackendRequest>(({ receive }) => {
-  receive((ev) => {
-    let p: Promise<unknown>;
-    switch (ev.type) {
-      case "PRECONNECT":
-        p = stack.preconnect(ev.readonly, ev.peer);
-        break;
-      case "LIST_EXPORTS":
-        p = stack.listExports(ev.params);
-        break;
-      case "DEFAULT_EXPORT":
-        p = stack.defaultExport(ev.params);
-        break;
-      case "OPEN":
-        p = stack.open(ev.readonly, ev.exportName, ev.tls);
-        break;
-      case "CLOSE":
-        p = stack.close(ev.opened, ev.finalize);
-        break;
-    }
-    p.then(
-      (value) => ev.replyTo.send({ type: "BACKEND_REPLY", id: ev.id, ok: true, value } satisfies BackendReply),
-      (error: unknown) => ev.replyTo.send({ type: "BACKEND_REPLY", id: ev.id, ok: false, error } satisfies BackendReply),
-    );
-  });
+export const backendLogic = (stack: Stack) =>
+  fromCallback<BackendRequest>(({ receive }) => {
+    receive((ev) => {
+      let p: Promise<unknown>;
+      switch (ev.type) {
+        case "PRECONNECT":
+          p = stack.preconnect(ev.readonly, ev.peer);
+          break;
+        case "LIST_EXPORTS":
+          p = stack.listExports(ev.params);
+          break;
+        case "DEFAULT_EXPORT":
+          p = stack.defaultExport(ev.params);
+          break;
+        case "OPEN":
+          p = stack.open(ev.readonly, ev.exportName, ev.tls);
+          break;
+        case "CLOSE":
+          p = stack.close(ev.opened, ev.finalize);
+          break;
+      }
+      p.then(
+        (value) => ev.replyTo.send({ type: "BACKEND_REPLY", id: ev.id, ok: true, value } satisfies BackendReply),
+        (error: unknown) => ev.replyTo.send({ type: "BACKEND_REPLY", id: ev.id, ok: false, error } satisfies BackendReply),
+      );
+    });
   });
 
 /** The connection's side: turns request/reply messages into promises. */

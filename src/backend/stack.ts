@@ -129,7 +129,12 @@ export class Stack {
     }
   }
 
-  /** cleanup then unload, outer->inner; what filters left open below is closed first. */
+  /**
+   * As nbdkit: cleanup of every layer, then unload of every layer, each
+   * pass outer->inner. After a filter's cleanup, whatever it still holds
+   * open in the layer below (exclusive or shared) is drained and closed, so
+   * no layer is cleaned up while a context into it is open.
+   */
   async unload(): Promise<void> {
     for (const l of this.layers) {
       l.lifecycle.send({ type: "UNLOAD" });
@@ -138,9 +143,12 @@ export class Stack {
       } catch (err) {
         this.log(`${l.name}: cleanup: ${String(err)}`);
       }
-      // Contexts opened into this layer by filters above: drained and closed now.
-      await l.closeLeftovers();
-      await this.shared.unload(l);
+      if (l.below) {
+        await l.below.closeLeftovers();
+        await this.shared.unload(l.below);
+      }
+    }
+    for (const l of this.layers) {
       try {
         if (l.impl.unload) await l.impl.unload();
       } catch (err) {
@@ -149,9 +157,6 @@ export class Stack {
       l.lifecycle.send({ type: "UNLOADED" });
     }
   }
-
-  /** Kept for the CLI's shutdown path: cleanup runs inside unload(). */
-  async cleanup(): Promise<void> {}
 
   /** Before the handshake, outer->inner: any layer may refuse the client by throwing. */
   preconnect(readonly: boolean, peer: PeerInfo): Promise<void> {

@@ -219,8 +219,7 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
     await server.closed;
     stopWatching?.();
     if (!stopping) log("the server stopped");
-    await stack.cleanup();
-    await stack.unload();
+    await stack.unload(); // cleanup, then unload, layer by layer
   } finally {
     await watching.close().catch(() => {});
     runAll(cleanups);

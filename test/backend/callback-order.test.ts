@@ -1,7 +1,8 @@
 // nbdkit's callback order through a stack of a plugin and three filters:
 // load inner->outer; config and configComplete outer->inner; getReady and
 // afterFork inner->outer; open outer->inner; prepare inner->outer;
-// finalize and close outer->inner; cleanup then unload, outer->inner.
+// finalize and close outer->inner; cleanup of every layer, then unload of
+// every layer, each outer->inner.
 import { describe, expect, it } from "vitest";
 import { Stack } from "../../src/backend/stack.js";
 import type { Filter, Plugin } from "../../src/backend/types.js";
@@ -77,7 +78,8 @@ describe("callback order through a plugin and three filters", () => {
       "p.prepare", "f3.prepare", "f2.prepare", "f1.prepare",
       "f1.finalize", "f2.finalize", "f3.finalize", "p.finalize",
       "f1.close", "f2.close", "f3.close", "p.close",
-      "f1.cleanup", "f1.unload", "f2.cleanup", "f2.unload", "f3.cleanup", "f3.unload", "p.cleanup", "p.unload",
+      "f1.cleanup", "f2.cleanup", "f3.cleanup", "p.cleanup",
+      "f1.unload", "f2.unload", "f3.unload", "p.unload",
     ]);
     expect(stack.layers.map((l) => l.state)).toEqual(["unloaded", "unloaded", "unloaded", "unloaded"]);
   });
