@@ -30,11 +30,14 @@ export interface TransmissionOptions {
 }
 
 const HEADER = 28;
+/** Replies queued in the socket, not yet taken by the client, before reading pauses. */
+const MAX_QUEUED_REPLY_BYTES = 8 * 1024 * 1024;
 
 export class Transmission {
   inFlight = 0;
   private inFlightBytes = 0;
   private paused = false;
+  private waitingDrain = false;
   private stopped = false;
   /** Bytes of an oversized write payload still to throw away. */
   private discard = 0;
@@ -163,9 +166,10 @@ export class Transmission {
         return;
       }
       this.dispatch(type, flags, cookie, offset, count, payload, pooled ? payload!.buffer : null);
-      if (this.inFlight >= this.o.maxInFlight || this.inFlightBytes >= this.o.maxInFlightBytes) {
+      if (this.busy()) {
         this.paused = true;
         this.socket.pause();
+        this.awaitDrain();
       }
     }
   }
@@ -271,11 +275,40 @@ export class Transmission {
       for (const w of this.drainedWaiters.splice(0)) w();
       if (this.phase === "DRAINING") this.machine.send({ type: "REPLIES_DRAINED" });
     }
-    if (this.paused && this.inFlight < this.o.maxInFlight && this.inFlightBytes < this.o.maxInFlightBytes) {
-      this.paused = false;
-      this.socket.resume();
-      this.pump();
+    this.maybeResume();
+  }
+
+  /**
+   * Reading pauses while too many requests are in flight, or while replies
+   * the client has not read yet pile up in the socket: a client that does
+   * not read cannot make the server queue replies without bound.
+   */
+  private busy(): boolean {
+    return (
+      this.inFlight >= this.o.maxInFlight ||
+      this.inFlightBytes >= this.o.maxInFlightBytes ||
+      this.socket.writableLength >= MAX_QUEUED_REPLY_BYTES
+    );
+  }
+
+  private awaitDrain(): void {
+    if (this.waitingDrain || this.socket.writableLength < MAX_QUEUED_REPLY_BYTES) return;
+    this.waitingDrain = true;
+    this.socket.once("drain", () => {
+      this.waitingDrain = false;
+      this.maybeResume();
+    });
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.stopped) return;
+    if (this.busy()) {
+      this.awaitDrain();
+      return;
     }
+    this.paused = false;
+    this.socket.resume();
+    this.pump();
   }
 }
 
