@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { MAX_EXPORTS } from "../../src/backend/layer.js";
 import { Stack } from "../../src/backend/stack.js";
 import type { ExportEntry, Filter, ListParams, Plugin } from "../../src/backend/types.js";
+import { runningStack } from "../helpers/stack.js";
 
 const P: ListParams = { readonly: false, tls: false };
 
@@ -92,13 +93,8 @@ afterEach(async () => {
 
 /** Build `new Stack(plugin, filters)` and run the global lifecycle up to afterFork. */
 async function ready(plugin: Plugin, filters: Filter[]): Promise<Stack> {
-  const stack = new Stack(plugin, filters);
+  const stack = await runningStack(plugin, filters, [["k", "v"]]);
   stacks.push(stack);
-  await stack.load();
-  await stack.config("k", "v");
-  await stack.configComplete();
-  await stack.getReady();
-  await stack.afterFork();
   return stack;
 }
 

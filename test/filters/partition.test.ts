@@ -5,7 +5,6 @@ import { randomBytes } from "node:crypto";
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Stack } from "../../src/backend/stack.js";
 import createPartition from "../../src/filters/partition/index.js";
 import { PartitionError, readTable } from "../../src/filters/partition/table.js";
 import createMemory from "../../src/plugins/memory/index.js";
@@ -14,6 +13,7 @@ import { isNbdkit, makeTmpDir, removeTmpDir, runOk, startServer } from "../helpe
 import {
   bufferContext, copyOut, expectContents, expectServing, insideTools, listError, listExports, mutations, openError, sha, writeTree,
 } from "./inside-helpers.js";
+import { runningStack } from "../helpers/stack.js";
 
 const ok = insideTools([["sfdisk", "fdisk"], ["mke2fs", "e2fsprogs"]]);
 const S = 512;
@@ -195,12 +195,7 @@ describe.skipIf(!ok)("partition filter: the table parser on damaged tables", () 
 
 describe("partition filter: block status is the partition's, shifted and clipped", () => {
   it("holes below inside the partition are reported at the partition's offsets", async () => {
-    const stack = new Stack(createMemory(), [createPartition()]);
-    await stack.load();
-    for (const [k, v] of [["size", "8M"], ["partition", "1"]]) await stack.config(k!, v!);
-    await stack.configComplete();
-    await stack.getReady();
-    await stack.afterFork();
+    const stack = await runningStack(createMemory(), [createPartition()], [["size", "8M"], ["partition", "1"]]);
     const mbr = Buffer.alloc(S);
     mbr[446 + 4] = 0x83;
     mbr.writeUInt32LE(2048, 446 + 8); // 1 MiB

@@ -16,14 +16,10 @@ import { isNbdkit, makeTmpDir, removeTmpDir, sleep, startServer } from "../helpe
 import { PYTHON, requirePythonLibnbd, requireTools, TOOLS } from "../helpers/tools.js";
 import { startNbdkitAt, type Upstream } from "../helpers/upstream.js";
 import { createCountingPlugin } from "./counting-plugin.js";
+import { runningStack } from "../helpers/stack.js";
 
 async function running(params: [string, string][], plugin = createCountingPlugin()) {
-  const stack = new Stack(plugin, [createRetry()]);
-  await stack.load();
-  for (const [k, v] of params) await stack.config(k, v);
-  await stack.configComplete();
-  await stack.getReady();
-  await stack.afterFork();
+  const stack = await runningStack(plugin, [createRetry()], params);
   return { stack, plugin };
 }
 

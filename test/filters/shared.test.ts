@@ -18,14 +18,10 @@ import { isNbdkit, makeTmpDir, removeTmpDir, run, runOk, startServer, type Runni
 import { PYTHON, requirePythonLibnbd, requireTools, TOOLS } from "../helpers/tools.js";
 import { startCountingProxy, startNbdkitAt, type CountingProxy, type Upstream } from "../helpers/upstream.js";
 import { createCountingPlugin } from "./counting-plugin.js";
+import { runningStack } from "../helpers/stack.js";
 
 async function running(plugin = createCountingPlugin(), filters: Filter[] = [createShared()], params: [string, string][] = []) {
-  const stack = new Stack(plugin, filters);
-  await stack.load();
-  for (const [k, v] of params) await stack.config(k, v);
-  await stack.configComplete();
-  await stack.getReady();
-  await stack.afterFork();
+  const stack = await runningStack(plugin, filters, params);
   return { stack, plugin };
 }
 
@@ -206,12 +202,7 @@ describe("filter-owned contexts: only from afterFork until unload (in-process St
 
   it("after unload, opening a context below fails with a clear message", async () => {
     const grab = grabbing();
-    const stack = new Stack(createMemory(), [grab]);
-    await stack.load();
-    await stack.config("size", "1M");
-    await stack.configComplete();
-    await stack.getReady();
-    await stack.afterFork();
+    const stack = await runningStack(createMemory(), [grab], [["size", "1M"]]);
     await stack.unload();
     await expect(grab.lower!.open({})).rejects.toThrow(/memory: a filter may open its own context only from afterFork until unload \(layer is unloaded\)/);
     await expect(grab.lower!.open({ shared: true })).rejects.toThrow(/\(layer is unloaded\)/);
@@ -228,11 +219,7 @@ describe("filter-owned contexts: only from afterFork until unload (in-process St
   it("what a filter left open below is closed at unload", async () => {
     const grab = grabbing();
     const plugin = createCountingPlugin();
-    const stack = new Stack(plugin, [grab]);
-    await stack.load();
-    await stack.configComplete();
-    await stack.getReady();
-    await stack.afterFork();
+    const stack = await runningStack(plugin, [grab]);
     await grab.lower!.open({});
     await grab.lower!.open({ shared: true });
     expect(plugin.counts.open).toBe(2);

@@ -4,7 +4,6 @@ import { randomBytes } from "node:crypto";
 import { copyFileSync, mkdirSync, readFileSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Stack } from "../../src/backend/stack.js";
 import createTar from "../../src/filters/tar/index.js";
 import { scanTar, TarError } from "../../src/filters/tar/parse.js";
 import createMemory from "../../src/plugins/memory/index.js";
@@ -15,6 +14,7 @@ import {
   sha, writeTree,
 } from "./inside-helpers.js";
 import { archive, header, longName, member, pax } from "./tar-craft.js";
+import { runningStack } from "../helpers/stack.js";
 
 const ok = insideTools([["tar", "tar"]]);
 const LONG = `${"d".repeat(120)}/long_name.bin`;
@@ -265,12 +265,7 @@ describe.skipIf(!ok)("tar filter: the header parser on damaged archives", () => 
 describe("tar filter: block status is the member's, shifted and clipped", () => {
   it("holes below inside the member are reported at the member's offsets", async () => {
     const mem = createMemory();
-    const stack = new Stack(mem, [createTar()]);
-    await stack.load();
-    for (const [k, v] of [["size", "1M"], ["tar-entry", "exportname"]]) await stack.config(k!, v!);
-    await stack.configComplete();
-    await stack.getReady();
-    await stack.afterFork();
+    const stack = await runningStack(mem, [createTar()], [["size", "1M"], ["tar-entry", "exportname"]]);
     // "pad" puts the next header at PAGE_SIZE - 512, so "holey"'s data starts at a page.
     const data = Buffer.alloc(4 * PAGE_SIZE);
     data.fill(1, 0, PAGE_SIZE);

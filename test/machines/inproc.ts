@@ -10,6 +10,7 @@ import type { TlsMode } from "../../src/machines/options.js";
 import createMemory, { type MemoryHandle } from "../../src/plugins/memory/index.js";
 import { makeTmpDir, removeTmpDir, waitFor } from "../helpers/server.js";
 import { deferred, type Deferred } from "./helpers.js";
+import { runningStack } from "../helpers/stack.js";
 
 export const DESCRIPTION = "the model disk";
 export const SIZE = 1024 * 1024;
@@ -69,12 +70,7 @@ export async function startInProcess(
   o: { maxOptions?: number; tls?: TlsMode; threads?: number; handshakeTimeoutMs?: number; optionTimeoutMs?: number } = {},
 ): Promise<InProcess> {
   const ctl: Control = { failList: false, gate: null, reads: 0, opens: 0, closes: 0, log: [] };
-  const stack = new Stack(modelPlugin(ctl));
-  await stack.load();
-  await stack.config("size", String(SIZE));
-  await stack.configComplete();
-  await stack.getReady();
-  await stack.afterFork();
+  const stack = await runningStack(modelPlugin(ctl), [], [["size", String(SIZE)]]);
   const dir = makeTmpDir("nbdstate-model-");
   const sock = join(dir, "nbd.sock");
   const srv = await startServer(stack, {
