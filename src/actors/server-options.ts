@@ -13,15 +13,12 @@ export interface ServerOptions {
   listeners: Listener[];
   /** -r: export read-only, whatever the plugin can do. */
   readonly: boolean;
-  /** -e: the export name used when a client asks for "" (nbdkit's -e). */
-  exportName?: string;
   /** -t: requests in flight per connection before reading pauses. */
   threads: number;
   /** --tls=off|on|require. */
   tls: "off" | "on" | "require";
   /** Certificates or PSK keys (loaded at startup); required unless tls is "off". */
   tlsCredentials?: TlsCredentials;
-  verbose: boolean;
   /** Called once every listener accepts connections. */
   onListening?: () => void;
   /** Stop after the first connection closes (-s, --run wraps this itself). */

@@ -135,10 +135,8 @@ async function start(a: CliArgs, plan: ListenerPlan, log: (m: string) => void, t
       readonly: a.readonly,
       threads: a.threads,
       tls: tls.mode,
-      verbose: a.verbose,
       singleConnection: a.single,
     };
-    if (a.exportName !== undefined) opts.exportName = a.exportName;
     if (tls.credentials) opts.tlsCredentials = tls.credentials;
     if (watching.inspect) opts.inspect = watching.inspect;
     const server = await startServer(stack, opts);

@@ -78,7 +78,6 @@ export async function startInProcess(
     readonly: false,
     threads: o.threads ?? 16,
     tls: o.tls ?? "off",
-    verbose: false,
     maxOptions: o.maxOptions,
     handshakeTimeoutMs: o.handshakeTimeoutMs,
     optionTimeoutMs: o.optionTimeoutMs,
