@@ -12,8 +12,6 @@ import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
 import { SharedHandle } from "./shared-handle.js";
 import { NbdError, type Context, type OpenOptions } from "./types.js";
 
-const DATA = ["pread", "pwrite", "flush", "trim", "zero", "extents", "cache"] as const;
-
 interface Entry {
   handle: SharedHandle<Opened>;
   key: string;
@@ -73,23 +71,21 @@ export class SharedContexts {
 
   private view(entry: Entry, ctx: Context): Context {
     const h = entry.handle;
-    const live = () => {
+    const closed = () => {
       const s = h.state;
-      if (s === "closed" || s === "closing") throw new NbdError(NBD_ESHUTDOWN, `shared context ${entry.key} is closed`);
+      return s === "closed" || s === "closing";
     };
+    // A rejected promise, never a synchronous throw: callers chain .then().
+    const shut = () => Promise.reject(new NbdError(NBD_ESHUTDOWN, `shared context ${entry.key} is closed`));
+    // Spelled out per method: no argument array or apply() per request.
     const v = Object.create(ctx) as Context;
-    for (const m of DATA) {
-      const fn = ctx[m] as (...a: unknown[]) => Promise<unknown>;
-      (v as unknown as Record<string, unknown>)[m] = (...a: unknown[]) => {
-        // A rejected promise, never a synchronous throw: callers chain .then().
-        try {
-          live();
-        } catch (err) {
-          return Promise.reject(err);
-        }
-        return h.track(fn.apply(ctx, a));
-      };
-    }
+    v.pread = (b, o, f) => (closed() ? shut() : h.track(ctx.pread(b, o, f)));
+    v.pwrite = (b, o, f) => (closed() ? shut() : h.track(ctx.pwrite(b, o, f)));
+    v.flush = (f) => (closed() ? shut() : h.track(ctx.flush(f)));
+    v.trim = (c, o, f) => (closed() ? shut() : h.track(ctx.trim(c, o, f)));
+    v.zero = (c, o, f) => (closed() ? shut() : h.track(ctx.zero(c, o, f)));
+    v.extents = (c, o, f) => (closed() ? shut() : h.track(ctx.extents(c, o, f)));
+    v.cache = (c, o, f) => (closed() ? shut() : h.track(ctx.cache(c, o, f)));
     return v;
   }
 }
