@@ -6,14 +6,14 @@
 import { fromCallback, type AnyActorRef } from "xstate";
 import type { Opened } from "../backend/opened.js";
 import type { Stack } from "../backend/stack.js";
-import type { ExportEntry, ListParams, PeerInfo } from "../backend/types.js";
+import type { ConnectionInfo, ExportEntry, ListParams, PeerInfo } from "../backend/types.js";
 import type { BackendClient } from "./negotiation.js";
 
 export type BackendRequest =
   | { type: "PRECONNECT"; id: number; replyTo: AnyActorRef; readonly: boolean; peer: PeerInfo }
   | { type: "LIST_EXPORTS"; id: number; replyTo: AnyActorRef; params: ListParams }
   | { type: "DEFAULT_EXPORT"; id: number; replyTo: AnyActorRef; params: ListParams }
-  | { type: "OPEN"; id: number; replyTo: AnyActorRef; readonly: boolean; exportName: string; tls: boolean }
+  | { type: "OPEN"; id: number; replyTo: AnyActorRef; readonly: boolean; exportName: string; tls: boolean; connection?: ConnectionInfo }
   | { type: "CLOSE"; id: number; replyTo: AnyActorRef; opened: Opened; finalize: boolean };
 
 export type BackendReply = { type: "BACKEND_REPLY"; id: number; ok: boolean; value?: unknown; error?: unknown };
@@ -33,7 +33,7 @@ export const backendLogic = (stack: Stack) =>
           p = stack.defaultExport(ev.params);
           break;
         case "OPEN":
-          p = stack.open(ev.readonly, ev.exportName, ev.tls);
+          p = stack.open(ev.readonly, ev.exportName, ev.tls, ev.connection);
           break;
         case "CLOSE":
           p = stack.close(ev.opened, ev.finalize);
@@ -54,6 +54,8 @@ export class BackendMessenger implements BackendClient {
   constructor(
     private readonly backend: AnyActorRef,
     private readonly self: AnyActorRef,
+    /** The client this messenger speaks for, handed to open. */
+    private readonly connection?: ConnectionInfo,
   ) {}
 
   /** Feed BACKEND_REPLY events received by the connection actor. */
@@ -83,7 +85,7 @@ export class BackendMessenger implements BackendClient {
     return this.ask<string | null>({ type: "DEFAULT_EXPORT", params });
   }
   open(readonly: boolean, exportName: string, tls: boolean) {
-    return this.ask<Opened>({ type: "OPEN", readonly, exportName, tls });
+    return this.ask<Opened>({ type: "OPEN", readonly, exportName, tls, connection: this.connection });
   }
   close(opened: Opened, finalize: boolean) {
     return this.ask<void>({ type: "CLOSE", opened, finalize });

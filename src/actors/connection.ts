@@ -7,6 +7,7 @@ import type { Duplex } from "node:stream";
 import type { TlsMode } from "../machines/options.js";
 import * as C from "../protocol/constants.js";
 import { errorMessage } from "../backend/errors.js";
+import type { ConnectionInfo } from "../backend/types.js";
 import { phaseMachine, isRootActor } from "../status/actors.js";
 import { BackendMessenger, type BackendReply } from "./backend.js";
 import { ByteQueue } from "./byte-queue.js";
@@ -54,7 +55,6 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
   return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>(({ input, receive, self, system, sendBack }) => {
     const { socket, id } = input;
     const backend = system.get("backend") as AnyActorRef;
-    const messenger = new BackendMessenger(backend, self);
     const queue = new ByteQueue();
     let tx: Transmission | null = null;
     let phase = "handshake";
@@ -63,6 +63,22 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     let negotiating = true;
     /** Where the connection reads and writes: the raw socket, after STARTTLS the TLS socket over it. */
     let stream: Duplex = socket;
+    const peer = peerOf(socket);
+    let tlsUp = false;
+    const connection: ConnectionInfo = {
+      id,
+      peer,
+      acceptedAt: Date.now(),
+      get tls() {
+        return tlsUp;
+      },
+      disconnect(force) {
+        if (!force && tx) return tx.shutdown();
+        stream.destroy();
+        socket.destroy();
+      },
+    };
+    const messenger = new BackendMessenger(backend, self, connection);
 
     // With inspection on, remember this connection's latest phase actor (for the status page).
     let phaseActor: AnyActorRef | undefined;
@@ -137,6 +153,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
           up.socket.on("close", onClose);
           return up.secure.then(
             () => {
+              tlsUp = true;
               up.socket.on("error", onError);
               return up.socket;
             },
@@ -161,7 +178,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
 
     // preconnect runs before the greeting: a refusal closes the socket unseen.
     messenger
-      .preconnect(settings.readonly, peerOf(socket))
+      .preconnect(settings.readonly, peer)
       .then(() => negotiate(socket, queue, messenger, {
       readonly: settings.readonly,
       tls: settings.tls,

@@ -4,6 +4,7 @@
 // Pass-through methods are bound once at open, so a request through a
 // filter that does not care costs one extra call, nothing more.
 
+import { checkPieces } from "./plugin-context.js";
 import type { BlockSize, CacheMode, Context, Filter, FuaMode } from "./types.js";
 
 type CapName =
@@ -14,6 +15,7 @@ export class FilterContext<H = unknown> implements Context {
   private memo = new Map<CapName, Promise<unknown>>();
 
   pread: Context["pread"];
+  preadSparse: Context["preadSparse"];
   pwrite: Context["pwrite"];
   flush: Context["flush"];
   trim: Context["trim"];
@@ -31,6 +33,14 @@ export class FilterContext<H = unknown> implements Context {
     const f = filter;
     const n = next;
     this.pread = f.pread ? async (b, o, fl) => { await f.pread!(n, handle, b, o, fl); } : n.pread.bind(n);
+    this.preadSparse = f.preadSparse
+      ? async (b, o, fl) => checkPieces(f.name, await f.preadSparse!(n, handle, b, o, fl), b.length)
+      : f.pread
+        ? async (b, o, fl) => {
+            await f.pread!(n, handle, b, o, fl);
+            return [{ length: b.length, hole: false }];
+          }
+        : n.preadSparse.bind(n);
     this.pwrite = f.pwrite ? async (b, o, fl) => { await f.pwrite!(n, handle, b, o, fl); } : n.pwrite.bind(n);
     this.flush = f.flush ? async (fl) => { await f.flush!(n, handle, fl); } : n.flush.bind(n);
     this.trim = f.trim ? async (c, o, fl) => { await f.trim!(n, handle, c, o, fl); } : n.trim.bind(n);

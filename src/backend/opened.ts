@@ -7,7 +7,7 @@ import { contextMachine } from "../machines/context.js";
 import { FilterContext } from "./filter-context.js";
 import type { Layer } from "./layer.js";
 import { PluginContext } from "./plugin-context.js";
-import type { Context, Filter, Plugin } from "./types.js";
+import type { ConnectionInfo, Context, Filter, Plugin } from "./types.js";
 
 /** One layer's opened handle, and the chain below it that it owns. */
 export interface Opened {
@@ -26,12 +26,14 @@ function track(layer: Layer): Actor<typeof contextMachine> {
   return a;
 }
 
-export async function openChain(layer: Layer, readonly: boolean, exportName: string, tls: boolean): Promise<Opened> {
+export async function openChain(
+  layer: Layer, readonly: boolean, exportName: string, tls: boolean, connection?: ConnectionInfo,
+): Promise<Opened> {
   const lifecycle = track(layer);
   try {
     if (layer.kind === "plugin") {
       const plugin = layer.impl as Plugin;
-      const handle = await plugin.open(readonly, exportName, tls);
+      const handle = await plugin.open(readonly, exportName, tls, connection);
       lifecycle.send({ type: "OPENED" });
       return { layer, handle, ctx: new PluginContext(plugin, handle, exportName, readonly), lower: null, lifecycle };
     }
@@ -41,13 +43,13 @@ export async function openChain(layer: Layer, readonly: boolean, exportName: str
     let used: Context | null = null;
     const next = async (ro = readonly, name = exportName): Promise<Context> => {
       if (lower || used) throw new Error(`${filter.name}: open already has a context below`);
-      lower = await openChain(below, ro, name, tls);
+      lower = await openChain(below, ro, name, tls, connection);
       return lower.ctx;
     };
     let handle: unknown;
     try {
       handle = filter.open
-        ? await filter.open({ readonly, exportName, tls, next, use: (c) => { used = c; }, lower: below.asLower() })
+        ? await filter.open({ readonly, exportName, tls, next, use: (c) => { used = c; }, lower: below.asLower(), connection })
         : undefined;
       if (!lower && !used) await next();
     } catch (err) {
@@ -125,8 +127,10 @@ export async function closeChain(o: Opened): Promise<void> {
 }
 
 /** Open and prepare a chain from `layer` down; a failed prepare closes it again. */
-export async function openPrepared(layer: Layer, readonly: boolean, exportName: string, tls: boolean): Promise<Opened> {
-  const opened = await openChain(layer, readonly, exportName, tls);
+export async function openPrepared(
+  layer: Layer, readonly: boolean, exportName: string, tls: boolean, connection?: ConnectionInfo,
+): Promise<Opened> {
+  const opened = await openChain(layer, readonly, exportName, tls, connection);
   try {
     await prepareChain(opened);
   } catch (err) {

@@ -6,7 +6,7 @@
 import { NBD_EINVAL, NBD_ENOTSUP, NBD_EPERM } from "../protocol/constants.js";
 import {
   FLAG_FAST_ZERO, FLAG_FUA, NbdError,
-  type BlockSize, type CacheMode, type Context, type Extent, type FuaMode, type Plugin,
+  type BlockSize, type CacheMode, type Context, type Extent, type FuaMode, type Plugin, type ReadPiece,
 } from "./types.js";
 
 const ZERO_CHUNK = 1024 * 1024;
@@ -99,6 +99,14 @@ export class PluginContext<H = unknown> implements Context {
     await this.plugin.pread(this.handle, buf, offset, flags);
   }
 
+  async preadSparse(buf: Buffer, offset: number, flags: number): Promise<ReadPiece[]> {
+    if (!this.plugin.preadSparse) {
+      await this.plugin.pread(this.handle, buf, offset, flags);
+      return [{ length: buf.length, hole: false }];
+    }
+    return checkPieces(this.plugin.name, await this.plugin.preadSparse(this.handle, buf, offset, flags), buf.length);
+  }
+
   async pwrite(buf: Buffer, offset: number, flags: number): Promise<void> {
     const c = this.c();
     if (!c.canWrite || !this.plugin.pwrite) throw new NbdError(NBD_EPERM, "write on a read-only export");
@@ -180,3 +188,14 @@ export class PluginContext<H = unknown> implements Context {
   }
 }
 
+
+/** Pieces must cover the read exactly, in order: a plugin bug is an EIO, not a short reply. */
+export function checkPieces(who: string, pieces: ReadPiece[], length: number): ReadPiece[] {
+  let total = 0;
+  for (const p of pieces) {
+    if (!(p.length > 0) || !Number.isSafeInteger(p.length)) throw new Error(`${who}: preadSparse returned a piece of length ${p.length}`);
+    total += p.length;
+  }
+  if (total !== length) throw new Error(`${who}: preadSparse pieces cover ${total} bytes of a ${length}-byte read`);
+  return pieces;
+}

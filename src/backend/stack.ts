@@ -9,10 +9,13 @@ import type { InspectionEvent } from "xstate";
 import { Layer } from "./layer.js";
 import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
 import { SharedContexts } from "./shared-contexts.js";
-import type { Context, ExportEntry, Filter, ListParams, PeerInfo, Plugin } from "./types.js";
+import type { ConnectionInfo, Context, ExportEntry, Filter, ListParams, PeerInfo, Plugin, ServerServices } from "./types.js";
 
 export interface StackOptions {
+  /** Debug lines (shown with -v). */
   log?: (msg: string) => void;
+  /** Lines always shown (errors; ServerServices.log). Default: stderr. */
+  error?: (msg: string) => void;
   inspect?: (ev: InspectionEvent) => void;
 }
 
@@ -22,6 +25,18 @@ export class Stack {
   readonly shared = new SharedContexts();
   readonly inspect?: (ev: InspectionEvent) => void;
   private logger: (msg: string) => void;
+  private errorLogger: (msg: string) => void;
+  private shutdownHandler: ((reason: string) => void) | null = null;
+  private pendingShutdown: string | null = null;
+  /** What layers get at afterFork: shutdown, log, debug. */
+  readonly services: ServerServices = {
+    shutdown: (reason = "a plugin or filter asked the server to shut down") => {
+      if (this.shutdownHandler) this.shutdownHandler(reason);
+      else this.pendingShutdown ??= reason;
+    },
+    log: (m) => this.errorLogger(m),
+    debug: (m) => this.logger(m),
+  };
 
   constructor(
     readonly plugin: Plugin,
@@ -29,6 +44,7 @@ export class Stack {
     opts: StackOptions = {},
   ) {
     this.logger = opts.log ?? (() => {});
+    this.errorLogger = opts.error ?? ((m) => void process.stderr.write(`nbdstate: ${m}\n`));
     this.inspect = opts.inspect;
     let below = new Layer(this, "plugin", plugin, null);
     const layers = [below];
@@ -45,6 +61,18 @@ export class Stack {
 
   log(msg: string): void {
     this.logger(msg);
+  }
+
+  /**
+   * Who carries out ServerServices.shutdown (the CLI's graceful shutdown).
+   * A request made before this is set (e.g. in afterFork) is held and
+   * handed over now.
+   */
+  onShutdownRequest(fn: (reason: string) => void): void {
+    this.shutdownHandler = fn;
+    const pending = this.pendingShutdown;
+    this.pendingShutdown = null;
+    if (pending !== null) fn(pending);
   }
 
   private innerToOuter(): Layer[] {
@@ -117,10 +145,10 @@ export class Stack {
       try {
         if (l.kind === "filter") {
           const f = l.impl as Filter;
-          if (f.afterFork) await f.afterFork(l.below!.asLower());
+          if (f.afterFork) await f.afterFork(l.below!.asLower(), this.services);
         } else {
           const p = l.impl as Plugin;
-          if (p.afterFork) await p.afterFork();
+          if (p.afterFork) await p.afterFork(this.services);
         }
       } catch (err) {
         l.lifecycle.send({ type: "FAILED", error: String(err) });
@@ -185,8 +213,8 @@ export class Stack {
   }
 
   /** Open and prepare a context through the whole stack for one client. */
-  open(readonly: boolean, exportName: string, tls: boolean): Promise<Opened> {
-    return openPrepared(this.top, readonly, exportName, tls);
+  open(readonly: boolean, exportName: string, tls: boolean, connection?: ConnectionInfo): Promise<Opened> {
+    return openPrepared(this.top, readonly, exportName, tls, connection);
   }
 
   /** Finalize (unless the connection failed) and close a client's context. */

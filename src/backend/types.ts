@@ -22,6 +22,16 @@ export interface Extent {
   type: number;
 }
 
+/**
+ * One piece of a sparse read, in order from the read's offset: `length`
+ * bytes that are data (written into the buffer) or a hole (they read as
+ * zeros; the buffer there may be left unwritten).
+ */
+export interface ReadPiece {
+  length: number;
+  hole: boolean;
+}
+
 export interface BlockSize {
   minimum: number;
   preferred: number;
@@ -40,6 +50,39 @@ export interface PeerInfo {
   port?: number;
   /** Unix sockets on Linux: the peer process's credentials, looked up on demand. */
   credentials?: () => Promise<{ pid: number; uid: number; gid: number } | null>;
+}
+
+/**
+ * What the server offers every layer (nbdkit_shutdown, nbdkit_error,
+ * nbdkit_debug): given to afterFork, valid until unload.
+ */
+export interface ServerServices {
+  /** Ask the server to shut down gracefully, as a signal would (nbdkit_shutdown). */
+  shutdown(reason?: string): void;
+  /** One line on the server's log (stderr, or --log=syslog), always shown. */
+  log(message: string): void;
+  /** One line shown only with -v (nbdkit_debug). */
+  debug(message: string): void;
+}
+
+/**
+ * The client a context is opened for. Absent when a filter opens a context
+ * of its own (afterFork..unload), which belongs to no connection.
+ */
+export interface ConnectionInfo {
+  /** The connection's id, as in log lines and on the status page ("conn-3"). */
+  readonly id: string;
+  readonly peer: PeerInfo;
+  /** True once TLS is up on this connection. */
+  readonly tls: boolean;
+  /** Date.now() when the connection was accepted. */
+  readonly acceptedAt: number;
+  /**
+   * Close this connection (nbdkit_disconnect): force drops it at once;
+   * otherwise new requests are refused and it closes once the replies
+   * owed have been sent.
+   */
+  disconnect(force: boolean): void;
 }
 
 export interface ListParams {
@@ -78,6 +121,11 @@ export interface DataOps {
   exportDescription(): Promise<string | null>;
 
   pread(buf: Buffer, offset: number, flags: number): Promise<void>;
+  /**
+   * Read as data and hole pieces covering buf (a structured READ sends
+   * holes as NBD_REPLY_TYPE_OFFSET_HOLE). Hole bytes of buf are unspecified.
+   */
+  preadSparse(buf: Buffer, offset: number, flags: number): Promise<ReadPiece[]>;
   pwrite(buf: Buffer, offset: number, flags: number): Promise<void>;
   flush(flags: number): Promise<void>;
   trim(count: number, offset: number, flags: number): Promise<void>;
@@ -136,12 +184,17 @@ export interface Plugin<H = any> extends LayerCommon {
   magicConfigKey?: string;
   config?(key: string, value: string): MaybePromise<void>;
   configComplete?(): MaybePromise<void>;
-  afterFork?(): MaybePromise<void>;
+  afterFork?(server: ServerServices): MaybePromise<void>;
   preconnect?(readonly: boolean, peer: PeerInfo): MaybePromise<void>;
   listExports?(p: ListParams): MaybePromise<ExportEntry[]>;
   defaultExport?(p: ListParams): MaybePromise<string | null>;
 
-  open(readonly: boolean, exportName: string, tls: boolean): MaybePromise<H>;
+  /**
+   * Requests reach the data callbacks already checked (offset + count
+   * within getSize, flags the export advertised): plugins need not check
+   * ranges again.
+   */
+  open(readonly: boolean, exportName: string, tls: boolean, connection?: ConnectionInfo): MaybePromise<H>;
   prepare?(h: H, readonly: boolean): MaybePromise<void>;
   finalize?(h: H): MaybePromise<void>;
   close?(h: H): MaybePromise<void>;
@@ -161,6 +214,11 @@ export interface Plugin<H = any> extends LayerCommon {
   exportDescription?(h: H): MaybePromise<string | null>;
 
   pread(h: H, buf: Buffer, offset: number, flags: number): MaybePromise<void>;
+  /**
+   * Optional: read and say which parts are holes (ReadPiece), leaving hole
+   * bytes of buf unwritten. Without it every read is plain data.
+   */
+  preadSparse?(h: H, buf: Buffer, offset: number, flags: number): MaybePromise<ReadPiece[]>;
   pwrite?(h: H, buf: Buffer, offset: number, flags: number): MaybePromise<void>;
   flush?(h: H, flags: number): MaybePromise<void>;
   trim?(h: H, count: number, offset: number, flags: number): MaybePromise<void>;
@@ -186,6 +244,8 @@ export interface FilterOpenArgs {
   use(ctx: Context): void;
   /** The layer below, for listing and filter-owned contexts. */
   lower: LowerBackend;
+  /** The client this context is for (absent for a context a filter opened itself). */
+  connection?: ConnectionInfo;
 }
 
 export interface Filter<H = any> extends LayerCommon {
@@ -193,7 +253,7 @@ export interface Filter<H = any> extends LayerCommon {
   config?(next: (key: string, value: string) => Promise<void>, key: string, value: string): MaybePromise<void>;
   configComplete?(next: () => Promise<void>): MaybePromise<void>;
   /** The layer below is usable from here on, until unload. */
-  afterFork?(lower: LowerBackend): MaybePromise<void>;
+  afterFork?(lower: LowerBackend, server: ServerServices): MaybePromise<void>;
   /** Right after accept, before the handshake: throw to refuse the client. */
   preconnect?(next: (readonly: boolean) => Promise<void>, readonly: boolean, peer: PeerInfo): MaybePromise<void>;
   listExports?(lower: LowerBackend, p: ListParams): MaybePromise<ExportEntry[]>;
@@ -219,6 +279,11 @@ export interface Filter<H = any> extends LayerCommon {
   exportDescription?(next: Context, h: H): MaybePromise<string | null>;
 
   pread?(next: Context, h: H, buf: Buffer, offset: number, flags: number): MaybePromise<void>;
+  /**
+   * Optional. A filter without pread passes sparse reads through; one with
+   * pread but without preadSparse serves its reads as plain data.
+   */
+  preadSparse?(next: Context, h: H, buf: Buffer, offset: number, flags: number): MaybePromise<ReadPiece[]>;
   pwrite?(next: Context, h: H, buf: Buffer, offset: number, flags: number): MaybePromise<void>;
   flush?(next: Context, h: H, flags: number): MaybePromise<void>;
   trim?(next: Context, h: H, count: number, offset: number, flags: number): MaybePromise<void>;

@@ -104,7 +104,7 @@ async function start(a: CliArgs, plan: ListenerPlan, log: (m: string) => void, t
     log,
   });
   // Without --inspect or --status-page no actor gets an inspect option at all.
-  const stackOpts: StackOptions = { log };
+  const stackOpts: StackOptions = { log, error: (m) => void process.stderr.write(`${PROGRAM}: ${m}\n`) };
   if (watching.inspect) stackOpts.inspect = watching.inspect;
   const stack = new Stack(plugin.layer, filters.map((f) => f.layer), stackOpts);
   const cleanups: Array<() => void> = [];
@@ -203,6 +203,8 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
     },
   );
   if (early) shutdown(early);
+  // nbdkit_shutdown from a plugin or filter (held if asked before listening).
+  stack.onShutdownRequest(shutdown);
   const stopWatching = a.exitWithParent ? watchParent(() => shutdown("the parent process exited")) : undefined;
 
   if (a.run !== undefined) {
