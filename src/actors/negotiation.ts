@@ -12,6 +12,7 @@ import {
   encodeMetaContextReply, encodeOptionReply, encodeServerReply, WireError,
 } from "../protocol/wire.js";
 import { errorMessage, toNbdErrno } from "../backend/errors.js";
+import { isNbdString } from "../protocol/strings.js";
 import type { Opened } from "../backend/opened.js";
 import type { ExportEntry, ListParams } from "../backend/types.js";
 import { ByteQueue, EofError } from "./byte-queue.js";
@@ -73,7 +74,7 @@ function optionEvent(option: number, data: Buffer): OptionsEvent {
       const type = option === C.NBD_OPT_GO ? "NBD_OPT_GO" : "NBD_OPT_INFO";
       try {
         const r = decodeInfoRequest(data);
-        if (!validName(r.name)) return { type, name: "", infos: [], ...malformed };
+        if (!isNbdString(r.name)) return { type, name: "", infos: [], ...malformed };
         return { type, name: r.name, infos: r.requests };
       } catch (e) {
         if (e instanceof WireError) return { type, name: "", infos: [], ...malformed };
@@ -85,7 +86,7 @@ function optionEvent(option: number, data: Buffer): OptionsEvent {
       const type = option === C.NBD_OPT_SET_META_CONTEXT ? "NBD_OPT_SET_META_CONTEXT" : "NBD_OPT_LIST_META_CONTEXT";
       try {
         const r = decodeMetaContextRequest(data);
-        if (!validName(r.exportName) || !r.queries.every(validName)) return { type, exportName: "", queries: [], ...malformed };
+        if (!isNbdString(r.exportName) || !r.queries.every(isNbdString)) return { type, exportName: "", queries: [], ...malformed };
         return { type, exportName: r.exportName, queries: r.queries };
       } catch (e) {
         if (e instanceof WireError) return { type, exportName: "", queries: [], ...malformed };
@@ -111,10 +112,6 @@ function drained(socket: Duplex): Promise<void> {
   });
 }
 
-/** Strings: "MUST NOT contain NUL characters ... MUST be no longer than 4096 bytes". */
-function validName(s: string): boolean {
-  return Buffer.byteLength(s) <= C.MAX_STRING && !s.includes("\0");
-}
 
 /** Which meta contexts a query list selects (only base:allocation exists). */
 export function matchMetaContexts(queries: string[], list: boolean): string[] {

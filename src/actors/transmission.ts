@@ -9,7 +9,8 @@ import { transmissionMachine } from "../machines/transmission.js";
 import * as C from "../protocol/constants.js";
 import { readU64 } from "../protocol/wire.js";
 import { errorMessage, toNbdErrno } from "../backend/errors.js";
-import { FLAG_REQ_ONE, type Context, type Extent } from "../backend/types.js";
+import { clipExtents } from "../backend/extents.js";
+import { FLAG_REQ_ONE, type Context } from "../backend/types.js";
 import type { ByteQueue } from "./byte-queue.js";
 import type { Negotiated } from "./negotiation.js";
 import {
@@ -212,7 +213,7 @@ export class Transmission {
         p = ctx.cache(count, offset, f).then(() => this.send(simpleReply(0, cookie)));
         break;
       default: // NBD_CMD_BLOCK_STATUS (checkRequest refused anything else)
-        p = ctx.extents(count, offset, f).then((e) => this.send(blockStatusChunk(this.neg.baseAllocationId, clip(e, count, f), cookie)));
+        p = ctx.extents(count, offset, f).then((e) => this.send(blockStatusChunk(this.neg.baseAllocationId, clipExtents(e, count, (f & FLAG_REQ_ONE) !== 0), cookie)));
     }
     p.then(
       () => {
@@ -310,19 +311,4 @@ export class Transmission {
     this.socket.resume();
     this.pump();
   }
-}
-
-/** Extents clipped to the request; REQ_ONE keeps only the first. */
-function clip(ext: Extent[], count: number, flags: number): Extent[] {
-  const out: Extent[] = [];
-  let total = 0;
-  for (const e of ext) {
-    if (e.length <= 0) continue;
-    const len = Math.min(e.length, count - total);
-    out.push({ length: len, type: e.type });
-    total += len;
-    if (total >= count || flags & FLAG_REQ_ONE) break;
-  }
-  if (out.length === 0) throw new Error("extents: no extent covers the request");
-  return out;
 }

@@ -27,6 +27,17 @@ export function toNbdErrno(err: unknown): number {
   return NBD_EIO;
 }
 
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+/** Any thrown value as one line of text (for logs and error replies). */
+export function errorMessage(e: unknown): string {
+  let msg: string;
+  if (e instanceof Error) msg = e.message || e.name;
+  else if (typeof e === "string") msg = e;
+  else {
+    try {
+      msg = JSON.stringify(e) ?? String(e);
+    } catch {
+      msg = String(e);
+    }
+  }
+  return msg.replace(/\s*\n\s*/g, " ").trim() || "unknown error";
 }

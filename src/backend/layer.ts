@@ -4,6 +4,7 @@
 import { createActor, type Actor } from "xstate";
 import { backendLifecycleMachine } from "../machines/backend-lifecycle.js";
 import { MAX_STRING } from "../protocol/constants.js";
+import { isNbdString } from "../protocol/strings.js";
 import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
 import type { Stack } from "./stack.js";
 import type { Context, ExportEntry, Filter, ListParams, LowerBackend, OpenOptions, Plugin } from "./types.js";
@@ -70,7 +71,7 @@ export class Layer {
     }
     // As nbdkit: a default name that is not a valid NBD string (over 4096
     // bytes, or with NUL) is ignored, i.e. there is no default export.
-    if (typeof name !== "string" || !validString(name)) return null;
+    if (typeof name !== "string" || !isNbdString(name)) return null;
     return name;
   }
 
@@ -118,17 +119,12 @@ function checkList(layer: string, list: ExportEntry[]): ExportEntry[] {
   const seen = new Set<string>();
   for (const e of list) {
     if (typeof e?.name !== "string") throw new Error(`${layer}: listExports returned an entry without a name`);
-    if (!validString(e.name)) throw new Error(`${layer}: export name longer than ${MAX_STRING} bytes or containing NUL`);
-    if (e.description !== undefined && e.description !== null && (typeof e.description !== "string" || !validString(e.description))) {
+    if (!isNbdString(e.name)) throw new Error(`${layer}: export name longer than ${MAX_STRING} bytes or containing NUL`);
+    if (e.description !== undefined && e.description !== null && (typeof e.description !== "string" || !isNbdString(e.description))) {
       throw new Error(`${layer}: export description longer than ${MAX_STRING} bytes or containing NUL`);
     }
     if (seen.has(e.name)) throw new Error(`${layer}: listExports returned '${e.name}' twice`);
     seen.add(e.name);
   }
   return list;
-}
-
-/** An NBD string: "MUST NOT contain NUL characters ... MUST be no longer than 4096 bytes". */
-function validString(s: string): boolean {
-  return !s.includes("\0") && Buffer.byteLength(s) <= MAX_STRING;
 }

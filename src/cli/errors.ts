@@ -1,6 +1,8 @@
 // Errors of the command line, and how they are printed: one line,
 // "nbdstate: <message>", with the stack only under -v.
 
+import { errorMessage as lineOf } from "../backend/errors.js";
+
 export const PROGRAM = "nbdstate";
 
 /** A user error (bad command line, bad parameter): printed without a stack. */
@@ -11,19 +13,9 @@ export class CliError extends Error {
   }
 }
 
-/** Flatten any thrown value to one line of text. */
+/** Any thrown value as one line of text, without our own prefix. */
 export function errorMessage(e: unknown): string {
-  let msg: string;
-  if (e instanceof Error) msg = e.message || e.name;
-  else if (typeof e === "string") msg = e;
-  else {
-    try {
-      msg = JSON.stringify(e) ?? String(e);
-    } catch {
-      msg = String(e);
-    }
-  }
-  msg = msg.replace(/\s*\n\s*/g, " ").trim();
+  let msg = lineOf(e);
   // Our own prefix may already be there (e.g. a message relayed from a child).
   if (msg.startsWith(`${PROGRAM}: error: `)) msg = msg.slice(PROGRAM.length + 9);
   else if (msg.startsWith(`${PROGRAM}: `)) msg = msg.slice(PROGRAM.length + 2);

@@ -11,7 +11,7 @@
 
 import { FLAG_FUA, NbdError, type Context, type Extent, type Filter, type LowerBackend } from "../../backend/types.js";
 import { NBD_EINVAL } from "../../protocol/constants.js";
-import { InnerExports, type InnerSource } from "../inner-exports.js";
+import { InnerExports, type InnerSource } from "../kit/inner-exports.js";
 import { Volume, type FileRef } from "./volume.js";
 
 interface Ext2Index {

@@ -8,8 +8,8 @@
 
 import { NbdError, type Context, type Filter, type LowerBackend } from "../../backend/types.js";
 import { NBD_EINVAL } from "../../protocol/constants.js";
-import { InnerExports, type InnerSource } from "../inner-exports.js";
-import { checkWindow, windowOps, type WindowHandle } from "../window.js";
+import { InnerExports, type InnerSource } from "../kit/inner-exports.js";
+import { checkWindow, windowOps, type WindowHandle } from "../kit/window.js";
 import { scanTar, TarError, type Member, type TarIndex } from "./parse.js";
 
 interface TarHandle extends WindowHandle {

@@ -19,9 +19,10 @@
 // read again once older than ttlMs, or when a client asks for an item the
 // cached index does not have (at most once a second per container).
 
-import { MAX_EXPORTS } from "../backend/layer.js";
-import { NbdError, type Context, type ExportEntry, type ListParams, type LowerBackend } from "../backend/types.js";
-import { MAX_STRING, NBD_EINVAL } from "../protocol/constants.js";
+import { MAX_EXPORTS } from "../../backend/layer.js";
+import { NbdError, type Context, type ExportEntry, type ListParams, type LowerBackend } from "../../backend/types.js";
+import { NBD_EINVAL } from "../../protocol/constants.js";
+import { clipNbdString, isNbdString } from "../../protocol/strings.js";
 
 export interface InnerItem {
   name: string;
@@ -76,18 +77,6 @@ export interface Resolved<I> {
   outer: string;
   inner: string;
   index: I;
-}
-
-/** True if `s` is a valid NBD string (no NUL, at most 4096 bytes). */
-export function validName(s: string): boolean {
-  return !s.includes("\0") && Buffer.byteLength(s) <= MAX_STRING;
-}
-
-/** Cut a description to a valid NBD string. */
-export function clipDescription(s: string): string {
-  let d = s.replace(/\0/g, "");
-  while (Buffer.byteLength(d) > MAX_STRING) d = d.slice(0, Math.max(0, d.length - 64));
-  return d;
 }
 
 /** A warning on stderr (filters have no logger of their own). */
@@ -163,8 +152,8 @@ export class InnerExports<I> {
     const c = await this.containers(lower, p);
     const out: ExportEntry[] = [];
     const push = (name: string, description?: string) => {
-      if (out.length >= MAX_EXPORTS || !validName(name)) return;
-      out.push(description === undefined ? { name } : { name, description: clipDescription(description) });
+      if (out.length >= MAX_EXPORTS || !isNbdString(name)) return;
+      out.push(description === undefined ? { name } : { name, description: clipNbdString(description) });
     };
     if (c.simple) {
       // One container: a failure (a corrupt archive, no filesystem) is the listing's.

@@ -5,8 +5,9 @@
 // status from below is shifted and clipped to the window (the served
 // item's extents, never the container's).
 
-import { NbdError, type Context, type Extent, type Filter } from "../backend/types.js";
-import { NBD_EINVAL, NBD_ENOSPC } from "../protocol/constants.js";
+import { clipExtents } from "../../backend/extents.js";
+import { NbdError, type Context, type Extent, type Filter } from "../../backend/types.js";
+import { NBD_EINVAL, NBD_ENOSPC } from "../../protocol/constants.js";
 
 export interface WindowHandle {
   /** Offset of the window in the export below. */
@@ -62,17 +63,7 @@ export function windowOps<H extends WindowHandle>(): Ops<H> {
       check(h, off, want);
       if (want <= 0) return [{ length: count, type: 0 }];
       const lower = await next.extents(want, h.start + off, flags);
-      const out: Extent[] = [];
-      let total = 0;
-      for (const e of lower) {
-        if (total >= want) break;
-        const length = Math.min(e.length, want - total);
-        if (length <= 0) continue;
-        out.push(length === e.length ? e : { length, type: e.type });
-        total += length;
-      }
-      if (out.length === 0) out.push({ length: want, type: 0 });
-      return out;
+      return lower.some((e) => e.length > 0) ? clipExtents(lower, want) : [{ length: want, type: 0 }];
     },
   };
 }
