@@ -29,6 +29,9 @@ export const NBD_FLAG_CAN_MULTI_CONN = 1 << 8;
 export const NBD_FLAG_SEND_RESIZE = 1 << 9;
 export const NBD_FLAG_SEND_CACHE = 1 << 10;
 export const NBD_FLAG_SEND_FAST_ZERO = 1 << 11;
+// "bit 12, NBD_FLAG_BLOCK_STATUS_PAYLOAD ... MUST NOT advertise this bit
+// unless the client successfully negotiates extended headers".
+export const NBD_FLAG_BLOCK_STATUS_PAYLOAD = 1 << 12;
 
 // Options.
 export const NBD_OPT_EXPORT_NAME = 1;
@@ -161,7 +164,7 @@ export const NBD_OPTION_REPLY_SIZE = 20;
 /** Bytes of zero padding after an NBD_OPT_EXPORT_NAME reply without NO_ZEROES. */
 export const NBD_EXPORT_NAME_PADDING = 124;
 
-// Extended headers (not implemented yet; named for recognition only).
+// Extended headers (NBD_OPT_EXTENDED_HEADERS; doc/proto.md on the extension-ext-header branch).
 export const NBD_EXTENDED_REQUEST_MAGIC = 0x21e41c71;
 export const NBD_EXTENDED_REPLY_MAGIC = 0x6e8a278c;
 export const NBD_REP_ERR_EXT_HEADER_REQD = (REP_ERR | 10) >>> 0;
