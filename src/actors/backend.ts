@@ -4,7 +4,7 @@
 // path never comes here: an OPEN reply hands over the context itself.
 
 import { fromCallback, type AnyActorRef } from "xstate";
-import type { Opened } from "../backend/opened.js";
+import type { Opened } from "../backend/chain.js";
 import type { Stack } from "../backend/stack.js";
 import type { ConnectionInfo, ExportEntry, ListParams, PeerInfo } from "../backend/types.js";
 import type { BackendClient } from "./negotiation.js";

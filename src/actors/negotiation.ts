@@ -13,7 +13,7 @@ import {
 } from "../protocol/wire.js";
 import { errorMessage, toNbdErrno } from "../backend/errors.js";
 import { isNbdString } from "../protocol/strings.js";
-import type { Opened } from "../backend/opened.js";
+import type { Opened } from "../backend/chain.js";
 import type { ExportEntry, ListParams } from "../backend/types.js";
 import { ByteQueue, EofError } from "./byte-queue.js";
 import { transmissionFlags, type ExportInfo } from "./export-info.js";

@@ -1,76 +1,180 @@
-// One layer of the stack (a plugin or a filter) with its lifecycle actor,
-// its listing defaults and the view filters above it get (LowerBackend).
+// One layer of the stack (a plugin or a filter, adapted to LayerOps) and
+// the runner of its lifecycle machine (src/machines/backend-lifecycle.ts):
+// the machine sequences load .. unload, the effects provided here call the
+// layer's callbacks. Also the view filters above get (LowerBackend):
+// listing, and from afterFork until cleanup, contexts of their own.
 
-import { createActor, type Actor } from "xstate";
-import { backendLifecycleMachine } from "../machines/backend-lifecycle.js";
+import { createActor, fromPromise, waitFor, type Actor, type AnyActorRef, type InspectionEvent } from "xstate";
+import { backendLifecycleMachine, type BackendLifecycleEvent } from "../machines/backend-lifecycle.js";
+import { assertProvided } from "../machines/effects.js";
 import { MAX_STRING } from "../protocol/constants.js";
 import { isNbdString } from "../protocol/strings.js";
-import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
-import type { Stack } from "./stack.js";
-import type { Context, ExportEntry, Filter, ListParams, LowerBackend, OpenOptions, Plugin } from "./types.js";
+import { closeContext, finalizeAndClose, openPrepared, type LayerNode, type Opened } from "./chain.js";
+import type { LayerOps } from "./layer-ops.js";
+import type { SharedContexts } from "./shared-contexts.js";
+import type { Context, ExportEntry, ListParams, LowerBackend, OpenOptions, PeerInfo, ServerServices } from "./types.js";
 
 /** At most this many exports in one listing (a listing must not exhaust memory). */
 export const MAX_EXPORTS = 10000;
 
-export class Layer {
+/** What a layer is given by its stack: logging, inspection, services, the shared contexts. */
+export interface LayerEnv {
+  log(msg: string): void;
+  inspect?: (ev: InspectionEvent) => void;
+  services: ServerServices;
+  shared: SharedContexts;
+}
+
+type State = string;
+
+export class Layer implements LayerNode {
   readonly lifecycle: Actor<typeof backendLifecycleMachine>;
   /** Contexts filters above opened for themselves (exclusive). */
   private owned = new Map<Context, Opened>();
   private lowerView: LowerBackend | null = null;
+  /** The error object of the last failed step (the machine keeps its text). */
+  private stepError: unknown;
 
   constructor(
-    readonly stack: Stack,
-    readonly kind: "plugin" | "filter",
-    readonly impl: Plugin | Filter,
+    readonly ops: LayerOps,
     readonly below: Layer | null,
+    private readonly env: LayerEnv,
   ) {
-    this.lifecycle = createActor(backendLifecycleMachine, { inspect: stack.inspect, input: { layer: impl.name } });
-    this.lifecycle.subscribe({ error: (err) => stack.log(`${impl.name}: lifecycle error: ${String(err)}`) });
+    const below_ = below;
+    const guard = (fn: () => Promise<void>) =>
+      fromPromise(async () => {
+        try {
+          await fn();
+        } catch (err) {
+          this.stepError = err;
+          throw err;
+        }
+      });
+    const machine = assertProvided(
+      backendLifecycleMachine.provide({
+        actors: {
+          load: guard(() => ops.load()),
+          config: fromPromise<void, { key: string; value: string }>(async ({ input }) => {
+            try {
+              await ops.config(input.key, input.value, below_ ? (k, v) => below_.config(k, v) : null);
+            } catch (err) {
+              this.stepError = err;
+              throw err;
+            }
+          }),
+          configComplete: guard(async () => {
+            await ops.configComplete(below_ ? () => below_.configComplete() : null);
+            // A filter whose config_complete forgot next: the layer below still completes.
+            if (below_ && below_.state === "loaded") await below_.configComplete();
+          }),
+          getReady: guard(() => ops.getReady()),
+          afterFork: guard(() => ops.afterFork(below_ ? below_.asLower() : null, env.services)),
+          cleanup: guard(async () => {
+            try {
+              await ops.cleanup();
+            } catch (err) {
+              env.log(`${ops.name}: cleanup: ${err instanceof Error ? err.message : String(err)}`);
+              throw err;
+            } finally {
+              // No layer is cleaned up while a context into it is still open.
+              if (below_) {
+                await below_.closeLeftovers();
+                await env.shared.unload(below_);
+              }
+            }
+          }),
+          unload: guard(async () => {
+            try {
+              await ops.unload();
+            } catch (err) {
+              env.log(`${ops.name}: unload: ${err instanceof Error ? err.message : String(err)}`);
+              throw err;
+            }
+          }),
+        },
+      }),
+    );
+    this.lifecycle = createActor(machine, { inspect: env.inspect, input: { layer: ops.name } });
+    this.lifecycle.subscribe({ error: (err) => env.log(`${ops.name}: lifecycle error: ${String(err)}`) });
     this.lifecycle.start();
   }
 
   get name(): string {
-    return this.impl.name;
+    return this.ops.name;
   }
-
-  get state(): string {
+  get kind(): "plugin" | "filter" {
+    return this.ops.kind;
+  }
+  get inspect(): ((ev: InspectionEvent) => void) | undefined {
+    return this.env.inspect;
+  }
+  get state(): State {
     return String(this.lifecycle.getSnapshot().value);
   }
+  get lifecycleRef(): AnyActorRef {
+    return this.lifecycle;
+  }
+  log(msg: string): void {
+    this.env.log(msg);
+  }
 
-  /** True from afterFork until unload: when filters may open contexts into this layer. */
+  /** True from afterFork until cleanup: when filters may open contexts into this layer. */
   get running(): boolean {
     return this.state === "running";
   }
 
-  async listExports(p: ListParams): Promise<ExportEntry[]> {
-    let list: ExportEntry[];
-    if (this.kind === "filter") {
-      const f = this.impl as Filter;
-      list = f.listExports ? await f.listExports(this.below!.asLower(), p) : await this.below!.listExports(p);
-    } else {
-      const pl = this.impl as Plugin;
-      if (pl.listExports) list = await pl.listExports(p);
-      else {
-        // nbdkit: a plugin without list_exports lists its default export,
-        // or nothing when it has none.
-        const def = await this.defaultExport(p);
-        list = def === null ? [] : [{ name: def }];
-      }
+  /** Send a lifecycle event and wait for one of `until`; a failure throws the step's error. */
+  private async step(ev: BackendLifecycleEvent, until: State[]): Promise<void> {
+    const snap = this.lifecycle.getSnapshot();
+    if (snap.status !== "active" || !snap.can(ev)) {
+      throw new Error(`${this.name}: ${ev.type} is not possible in state ${this.state}`);
     }
-    return checkList(this.name, list);
+    this.stepError = undefined;
+    this.lifecycle.send(ev);
+    const s = await waitFor(this.lifecycle, (x) => x.status !== "active" || until.includes(String(x.value)) || x.value === "failed");
+    if (s.value === "failed" && !until.includes("failed")) {
+      throw this.stepError ?? new Error(s.context.error ?? `${this.name}: ${ev.type} failed`);
+    }
+  }
+
+  load(): Promise<void> {
+    return this.step({ type: "LOAD" }, ["loaded"]);
+  }
+  config(key: string, value: string): Promise<void> {
+    return this.step({ type: "CONFIG", key, value }, ["loaded"]);
+  }
+  configComplete(): Promise<void> {
+    return this.step({ type: "CONFIG_COMPLETE" }, ["configured"]);
+  }
+  getReady(): Promise<void> {
+    return this.step({ type: "GET_READY" }, ["ready"]);
+  }
+  afterFork(): Promise<void> {
+    return this.step({ type: "AFTER_FORK" }, ["running"]);
+  }
+  /** cleanup (if the layer got as far as running); errors are logged, never thrown. */
+  async cleanup(): Promise<void> {
+    if (this.state === "running") await this.step({ type: "CLEANUP" }, ["cleanedUp"]).catch(() => {});
+  }
+  /** unload, from any state that has one; errors are logged, never thrown. */
+  async unload(): Promise<void> {
+    const snap = this.lifecycle.getSnapshot();
+    if (snap.status !== "active") return;
+    if (snap.can({ type: "UNLOAD" })) await this.step({ type: "UNLOAD" }, ["unloaded"]).catch(() => {});
+  }
+
+  preconnect(readonly: boolean, peer: PeerInfo): Promise<void> {
+    const below = this.below;
+    return this.ops.preconnect(below ? (ro) => below.preconnect(ro, peer) : null, readonly, peer);
+  }
+
+  async listExports(p: ListParams): Promise<ExportEntry[]> {
+    return checkList(this.name, await this.ops.listExports(this.below ? this.below.asLower() : null, p));
   }
 
   async defaultExport(p: ListParams): Promise<string | null> {
-    let name: string | null;
-    if (this.kind === "filter") {
-      const f = this.impl as Filter;
-      name = f.defaultExport ? await f.defaultExport(this.below!.asLower(), p) : await this.below!.defaultExport(p);
-    } else {
-      const pl = this.impl as Plugin;
-      name = pl.defaultExport ? await pl.defaultExport(p) : "";
-    }
-    // As nbdkit: a default name that is not a valid NBD string (over 4096
-    // bytes, or with NUL) is ignored, i.e. there is no default export.
+    const name = await this.ops.defaultExport(this.below ? this.below.asLower() : null, p);
+    // As nbdkit: a default name that is not a valid NBD string is ignored: there is no default export.
     if (typeof name !== "string" || !isNbdString(name)) return null;
     return name;
   }
@@ -78,13 +182,12 @@ export class Layer {
   /** The view of this layer that the filter above it gets. */
   asLower(): LowerBackend {
     if (this.lowerView) return this.lowerView;
-    const layer = this;
     this.lowerView = {
       name: this.name,
-      listExports: (p) => layer.listExports(p),
-      defaultExport: (p) => layer.defaultExport(p),
-      open: (o) => layer.openOwned(o),
-      close: (c) => layer.closeOwned(c),
+      listExports: (p) => this.listExports(p),
+      defaultExport: (p) => this.defaultExport(p),
+      open: (o) => this.openOwned(o),
+      close: (c) => this.closeOwned(c),
     };
     return this.lowerView;
   }
@@ -93,23 +196,31 @@ export class Layer {
     if (!this.running) {
       throw new Error(`${this.name}: a filter may open its own context only from afterFork until unload (layer is ${this.state})`);
     }
-    if (o.shared) return this.stack.shared.acquire(this, o);
-    const opened = await openPrepared(this, o.readonly ?? false, o.exportName ?? "", o.tls ?? false);
+    if (o.shared) return this.env.shared.acquire(this, o);
+    const opened = await openPrepared(this, { readonly: o.readonly ?? false, exportName: o.exportName ?? "", tls: o.tls ?? false });
     this.owned.set(opened.ctx, opened);
     return opened.ctx;
   }
 
   private async closeOwned(ctx: Context): Promise<void> {
-    if (this.stack.shared.owns(ctx)) return this.stack.shared.release(ctx);
+    if (this.env.shared.owns(ctx)) return this.env.shared.release(ctx);
     const opened = this.owned.get(ctx);
     if (!opened) throw new Error(`${this.name}: close of a context this layer did not open (or closed twice)`);
     this.owned.delete(ctx);
     await finalizeAndClose(opened);
   }
 
-  /** Close what filters above left open, before this layer unloads. */
+  /** Close what filters above left open, before this layer is cleaned up. */
   async closeLeftovers(): Promise<void> {
-    for (const ctx of [...this.owned.keys()]) await this.closeOwned(ctx).catch((e) => this.stack.log(String(e)));
+    for (const [ctx, opened] of [...this.owned]) {
+      this.owned.delete(ctx);
+      await finalizeAndClose(opened).catch((e) => this.env.log(String(e)));
+    }
+  }
+
+  /** Contexts filters above hold open in this layer (for the status page). */
+  get ownedCount(): number {
+    return this.owned.size;
   }
 }
 
@@ -128,3 +239,5 @@ function checkList(layer: string, list: ExportEntry[]): ExportEntry[] {
   }
   return list;
 }
+
+export { closeContext };

@@ -7,8 +7,7 @@
 // answers ESHUTDOWN instead of touching a closed handle.
 
 import { NBD_ESHUTDOWN } from "../protocol/constants.js";
-import type { Layer } from "./layer.js";
-import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
+import { finalizeAndClose, openPrepared, type LayerNode, type Opened } from "./chain.js";
 import { SharedHandle } from "./shared-handle.js";
 import { NbdError, type Context, type OpenOptions } from "./types.js";
 
@@ -26,7 +25,7 @@ export class SharedContexts {
     return [...this.handles.values()].map((e) => ({ key: e.key, state: e.handle.state, refs: e.handle.refs }));
   }
 
-  async acquire(layer: Layer, o: OpenOptions): Promise<Context> {
+  async acquire(layer: LayerNode, o: OpenOptions): Promise<Context> {
     const readonly = o.readonly ?? false;
     const exportName = o.exportName ?? "";
     const key = `${layer.name}:${readonly ? "ro" : "rw"}:${exportName}`;
@@ -34,8 +33,9 @@ export class SharedContexts {
     if (!entry) {
       const handle = new SharedHandle<Opened>({
         name: key,
-        inspect: layer.stack.inspect,
-        open: () => openPrepared(layer, readonly, exportName, o.tls ?? false),
+        inspect: layer.inspect,
+        log: (m) => layer.log(m),
+        open: () => openPrepared(layer, { readonly, exportName, tls: o.tls ?? false }),
         close: (opened) => finalizeAndClose(opened),
       });
       handle.afterFork();
@@ -60,7 +60,7 @@ export class SharedContexts {
   }
 
   /** Unload: drain and close every shared handle whose layer is `layer`. */
-  async unload(layer: Layer): Promise<void> {
+  async unload(layer: LayerNode): Promise<void> {
     const prefix = `${layer.name}:`;
     for (const [key, e] of this.handles) {
       if (!key.startsWith(prefix)) continue;
@@ -80,6 +80,7 @@ export class SharedContexts {
     // Spelled out per method: no argument array or apply() per request.
     const v = Object.create(ctx) as Context;
     v.pread = (b, o, f) => (closed() ? shut() : h.track(ctx.pread(b, o, f)));
+    v.preadSparse = (b, o, f) => (closed() ? shut() : h.track(ctx.preadSparse(b, o, f)));
     v.pwrite = (b, o, f) => (closed() ? shut() : h.track(ctx.pwrite(b, o, f)));
     v.flush = (f) => (closed() ? shut() : h.track(ctx.flush(f)));
     v.trim = (c, o, f) => (closed() ? shut() : h.track(ctx.trim(c, o, f)));

@@ -8,7 +8,8 @@
 // plain counter (track), not an XState event per request: see the hot-path
 // rule in DESIGN.md.
 
-import { createActor, type Actor, type InspectionEvent } from "xstate";
+import { createActor, fromPromise, type Actor, type InspectionEvent } from "xstate";
+import { assertProvided } from "../machines/effects.js";
 import { sharedHandleMachine, type RejectReason } from "../machines/shared-handle.js";
 import { NBD_ESHUTDOWN } from "../protocol/constants.js";
 import { NbdError } from "./types.js";
@@ -61,10 +62,12 @@ export class SharedHandle<C> {
     this.opts = opts;
     this.name = opts.name;
     this.log = opts.log ?? ((msg) => process.emitWarning(msg, { code: "NBDSTATE_SHARED_HANDLE" }));
-    const machine = sharedHandleMachine.provide({
+    const machine = assertProvided(sharedHandleMachine.provide({
+      actors: {
+        openHandle: fromPromise(() => this.doOpen()),
+        drainAndClose: fromPromise(() => this.doClose()),
+      },
       actions: {
-        openHandle: () => this.doOpen(),
-        drainAndClose: () => this.doClose(),
         queueAcquire: () => this.waiters.push(this.take()),
         resolveAcquire: () => this.take().resolve(this.handle as C),
         rejectAcquire: (_, p) => this.take().reject(this.refusal(p.reason)),
@@ -81,7 +84,7 @@ export class SharedHandle<C> {
         warnBadRelease: () => this.log(`${this.name}: release without a reference (ignored)`),
         reportCloseError: () => this.log(`${this.name}: close failed: ${message(this.lastError)}`),
       },
-    });
+    }));
     this.actor = createActor(machine, {
       input: { closeOnLastRelease: opts.closeOnLastRelease ?? false, maxRefs: opts.maxRefs },
       inspect: opts.inspect,
@@ -193,43 +196,29 @@ export class SharedHandle<C> {
     return reason === "too many references" ? new Error(text) : new NbdError(NBD_ESHUTDOWN, text);
   }
 
-  private send(ev: Parameters<Actor<typeof sharedHandleMachine>["send"]>[0]): void {
-    if (this.actor.getSnapshot().status === "active") this.actor.send(ev);
+  /** Open the handle (the machine's openHandle); the machine moves on when this settles. */
+  private async doOpen(): Promise<void> {
+    try {
+      this.handle = await this.opts.open();
+    } catch (err) {
+      this.openError = err;
+      this.lastError = err instanceof Error ? err : new Error(message(err));
+      throw err;
+    }
   }
 
-  private doOpen(): void {
-    Promise.resolve()
-      .then(() => this.opts.open())
-      .then(
-        (c) => {
-          this.handle = c;
-          this.send({ type: "OPENED" });
-        },
-        (err: unknown) => {
-          this.openError = err;
-          this.lastError = err instanceof Error ? err : new Error(message(err));
-          this.send({ type: "OPEN_FAILED", error: message(err) });
-        },
-      );
-  }
-
-  private doClose(): void {
+  /** Drain tracked requests, then close (the machine's drainAndClose). */
+  private async doClose(): Promise<void> {
     const h = this.handle as C;
-    const drained =
-      this.inflight === 0 ? Promise.resolve() : new Promise<void>((r) => this.drainWaiters.push(r));
-    drained
-      .then(() => this.opts.close(h))
-      .then(
-        () => {
-          this.handle = undefined;
-          this.send({ type: "CLOSED" });
-        },
-        (err: unknown) => {
-          this.handle = undefined;
-          this.lastError = err instanceof Error ? err : new Error(message(err));
-          this.send({ type: "CLOSE_FAILED", error: message(err) });
-        },
-      );
+    if (this.inflight > 0) await new Promise<void>((r) => this.drainWaiters.push(r));
+    try {
+      await this.opts.close(h);
+    } catch (err) {
+      this.lastError = err instanceof Error ? err : new Error(message(err));
+      throw err;
+    } finally {
+      this.handle = undefined;
+    }
   }
 
   /** The actor stopped on an error: nothing will answer the pending promises. */

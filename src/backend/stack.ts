@@ -1,13 +1,16 @@
 // The layer stack: the plugin at the bottom, filters on top (the first
-// --filter given is the outermost), with nbdkit's callback order:
-//   load inner->outer; config and configComplete outer->inner;
-//   getReady and afterFork inner->outer; cleanup then unload outer->inner.
-// Per connection (src/backend/opened.ts): open outer->inner, prepare
+// --filter given is the outermost). Each layer's own machine runs its
+// steps; the stack only says which layer goes next, in nbdkit's order:
+//   load inner->outer; config and configComplete outer->inner (a filter
+//   passes on what it does not own); getReady and afterFork inner->outer;
+//   cleanup of every layer, then unload of every layer, each outer->inner.
+// Per connection (src/backend/chain.ts): open outer->inner, prepare
 // inner->outer, finalize and close outer->inner.
 
 import type { InspectionEvent } from "xstate";
-import { Layer } from "./layer.js";
-import { finalizeAndClose, openPrepared, type Opened } from "./opened.js";
+import { finalizeAndClose, openPrepared, type Opened } from "./chain.js";
+import { Layer, type LayerEnv } from "./layer.js";
+import { filterOps, pluginOps } from "./layer-ops.js";
 import { SharedContexts } from "./shared-contexts.js";
 import type { ConnectionInfo, Context, ExportEntry, Filter, ListParams, PeerInfo, Plugin, ServerServices } from "./types.js";
 
@@ -46,10 +49,11 @@ export class Stack {
     this.logger = opts.log ?? (() => {});
     this.errorLogger = opts.error ?? ((m) => void process.stderr.write(`nbdstate: ${m}\n`));
     this.inspect = opts.inspect;
-    let below = new Layer(this, "plugin", plugin, null);
+    const env: LayerEnv = { log: (m) => this.logger(m), inspect: opts.inspect, services: this.services, shared: this.shared };
+    let below = new Layer(pluginOps(plugin), null, env);
     const layers = [below];
     for (const f of [...filters].reverse()) {
-      below = new Layer(this, "filter", f, below);
+      below = new Layer(filterOps(f), below, env);
       layers.unshift(below);
     }
     this.layers = layers;
@@ -61,6 +65,11 @@ export class Stack {
 
   log(msg: string): void {
     this.logger(msg);
+  }
+
+  /** A line always shown (on stderr, or as --log says). */
+  error(msg: string): void {
+    this.errorLogger(msg);
   }
 
   /**
@@ -80,81 +89,24 @@ export class Stack {
   }
 
   async load(): Promise<void> {
-    for (const l of this.innerToOuter()) if (l.impl.load) await l.impl.load();
+    for (const l of this.innerToOuter()) await l.load();
   }
 
-  /** Offered to the outermost filter first; each filter passes on what it does not own. */
+  /** Offered to the outermost layer; each filter passes on what it does not own. */
   config(key: string, value: string): Promise<void> {
-    return this.configAt(0, key, value);
-  }
-
-  private async configAt(i: number, key: string, value: string): Promise<void> {
-    const layer = this.layers[i]!;
-    if (layer.kind === "filter") {
-      const f = layer.impl as Filter;
-      const next = (k: string, v: string) => this.configAt(i + 1, k, v);
-      if (f.config) await f.config(next, key, value);
-      else await next(key, value);
-      return;
-    }
-    const p = layer.impl as Plugin;
-    if (!p.config) throw new Error(`${p.name}: this plugin does not take parameters (got '${key}')`);
-    await p.config(key, value);
+    return this.top.config(key, value);
   }
 
   configComplete(): Promise<void> {
-    return this.configCompleteAt(0);
-  }
-
-  private async configCompleteAt(i: number): Promise<void> {
-    const layer = this.layers[i]!;
-    const next = () => this.configCompleteAt(i + 1);
-    try {
-      if (layer.kind === "filter") {
-        const f = layer.impl as Filter;
-        if (f.configComplete) await f.configComplete(next);
-        else await next();
-      } else {
-        const p = layer.impl as Plugin;
-        if (p.configComplete) await p.configComplete();
-      }
-    } catch (err) {
-      layer.lifecycle.send({ type: "FAILED", error: String(err) });
-      throw err;
-    }
-    layer.lifecycle.send({ type: "CONFIG_COMPLETE" });
+    return this.top.configComplete();
   }
 
   async getReady(): Promise<void> {
-    for (const l of this.innerToOuter()) {
-      try {
-        if (l.impl.getReady) await l.impl.getReady();
-      } catch (err) {
-        l.lifecycle.send({ type: "FAILED", error: String(err) });
-        throw err;
-      }
-      l.lifecycle.send({ type: "GET_READY" });
-    }
+    for (const l of this.innerToOuter()) await l.getReady();
   }
 
   async afterFork(): Promise<void> {
-    for (const l of this.innerToOuter()) {
-      // A layer is running (open to filter-owned contexts) before the layer
-      // above's afterFork, so that filter may read it there.
-      l.lifecycle.send({ type: "AFTER_FORK" });
-      try {
-        if (l.kind === "filter") {
-          const f = l.impl as Filter;
-          if (f.afterFork) await f.afterFork(l.below!.asLower(), this.services);
-        } else {
-          const p = l.impl as Plugin;
-          if (p.afterFork) await p.afterFork(this.services);
-        }
-      } catch (err) {
-        l.lifecycle.send({ type: "FAILED", error: String(err) });
-        throw err;
-      }
-    }
+    for (const l of this.innerToOuter()) await l.afterFork();
   }
 
   /**
@@ -164,44 +116,13 @@ export class Stack {
    * no layer is cleaned up while a context into it is open.
    */
   async unload(): Promise<void> {
-    for (const l of this.layers) {
-      l.lifecycle.send({ type: "UNLOAD" });
-      try {
-        if (l.impl.cleanup) await l.impl.cleanup();
-      } catch (err) {
-        this.log(`${l.name}: cleanup: ${String(err)}`);
-      }
-      if (l.below) {
-        await l.below.closeLeftovers();
-        await this.shared.unload(l.below);
-      }
-    }
-    for (const l of this.layers) {
-      try {
-        if (l.impl.unload) await l.impl.unload();
-      } catch (err) {
-        this.log(`${l.name}: unload: ${String(err)}`);
-      }
-      l.lifecycle.send({ type: "UNLOADED" });
-    }
+    for (const l of this.layers) await l.cleanup();
+    for (const l of this.layers) await l.unload();
   }
 
   /** Before the handshake, outer->inner: any layer may refuse the client by throwing. */
   preconnect(readonly: boolean, peer: PeerInfo): Promise<void> {
-    return this.preconnectAt(0, readonly, peer);
-  }
-
-  private async preconnectAt(i: number, readonly: boolean, peer: PeerInfo): Promise<void> {
-    const layer = this.layers[i]!;
-    if (layer.kind === "filter") {
-      const f = layer.impl as Filter;
-      const next = (ro: boolean) => this.preconnectAt(i + 1, ro, peer);
-      if (f.preconnect) await f.preconnect(next, readonly, peer);
-      else await next(readonly);
-    } else {
-      const p = layer.impl as Plugin;
-      if (p.preconnect) await p.preconnect(readonly, peer);
-    }
+    return this.top.preconnect(readonly, peer);
   }
 
   listExports(p: ListParams): Promise<ExportEntry[]> {
@@ -214,7 +135,7 @@ export class Stack {
 
   /** Open and prepare a context through the whole stack for one client. */
   open(readonly: boolean, exportName: string, tls: boolean, connection?: ConnectionInfo): Promise<Opened> {
-    return openPrepared(this.top, readonly, exportName, tls, connection);
+    return openPrepared(this.top, { readonly, exportName, tls, connection });
   }
 
   /** Finalize (unless the connection failed) and close a client's context. */

@@ -1,102 +1,99 @@
-// One opened handle (context) of one layer, as nbdkit drives it:
+// One opened handle (context) of one layer, as nbdkit drives it. Each step
+// is an invoked effect provided by the runner (src/backend/chain.ts); the
+// order across layers (open outer->inner, prepare inner->outer, finalize
+// then close outer->inner) comes from each step acting on the layer below
+// through that layer's own machine.
 //
-//   opening --OPENED--> preparing --PREPARED--> open --FINALIZE-->
-//   finalizing --FINALIZED--> closing --CLOSED--> closed
+//   opening --> opened --PREPARE--> preparing --> open --FINALIZE--> finalizing
+//     --> finalized --CLOSE--> closing --> closed
 //
-// Failure edges from every step:
-//   OPEN_FAILED      opening    -> failed   (nothing was opened: nothing to close)
-//   PREPARE_FAILED   preparing  -> closing  (close without finalize)
-//   FINALIZE_FAILED  finalizing -> closing  (still close)
-//   CLOSE_FAILED     closing    -> closed   (error recorded)
-// CLOSE from open is the connection that went away after an error: nbdkit
-// closes without finalizing. A clean disconnect sends FINALIZE instead.
-//
-// Pure data: callOpen/callPrepare/callFinalize/callClose are the side
-// effects the runner supplies with machine.provide(); it reports each
-// outcome back as an event. The first error is kept (the root cause).
+// Failure edges:
+//   opening fails     -> failed       (nothing was opened: nothing to close)
+//   preparing fails   -> unprepared   (close without finalize: CLOSE)
+//   finalizing fails  -> finalized    (still close; the error kept)
+//   closing fails     -> closed       (the error kept)
+// CLOSE from opened or open is a connection that failed or went away: as
+// nbdkit, it closes without finalizing. The first error is kept.
 import { assign, setup } from "xstate";
+import { declaredActor } from "./effects.js";
+
+export interface ContextMachineInput {
+  /** The layer's name, for messages. */
+  layer?: string;
+}
 
 export interface ContextMachineContext {
+  layer: string;
   /** The first failure on the way (open, prepare, finalize or close). */
   error?: string;
 }
 
-export type ContextMachineEvent =
-  | { type: "OPENED" }
-  | { type: "OPEN_FAILED"; error?: string }
-  | { type: "PREPARED" }
-  | { type: "PREPARE_FAILED"; error?: string }
-  | { type: "FINALIZE" }
-  | { type: "FINALIZED" }
-  | { type: "FINALIZE_FAILED"; error?: string }
-  | { type: "CLOSE" }
-  | { type: "CLOSED" }
-  | { type: "CLOSE_FAILED"; error?: string };
+export type ContextMachineEvent = { type: "PREPARE" } | { type: "FINALIZE" } | { type: "CLOSE" };
 
 export interface ContextMachineOutput {
   error?: string;
 }
 
+
 export const contextMachine = setup({
   types: {
     context: {} as ContextMachineContext,
     events: {} as ContextMachineEvent,
+    input: {} as ContextMachineInput | undefined,
     output: {} as ContextMachineOutput,
   },
   actions: {
-    /** Side effect: call the layer's open(readonly, exportName, tls). */
-    callOpen: () => {},
-    /** Side effect: call prepare(handle, readonly). */
-    callPrepare: () => {},
-    /** Side effect: call finalize(handle). */
-    callFinalize: () => {},
-    /** Side effect: call close(handle). */
-    callClose: () => {},
+    /** Keep the first failure: the step and the error's message. */
     recordError: assign({
-      error: ({ context, event }) =>
-        context.error ?? ("error" in event && event.error ? event.error : event.type.toLowerCase()),
+      error: ({ context, event }, p: { step: string }) => {
+        if (context.error !== undefined) return context.error;
+        const e = (event as { error?: unknown }).error;
+        return `${p.step}: ${e instanceof Error ? e.message : String(e)}`;
+      },
     }),
+  },
+  actors: {
+    /** open(readonly, exportName, tls): a filter's may open the layer below (next). */
+    open: declaredActor("open"),
+    /** prepare the layer below, then this layer's prepare(); then its capabilities are known. */
+    prepare: declaredActor("prepare"),
+    /** this layer's finalize(), then the layer below's. */
+    finalize: declaredActor("finalize"),
+    /** this layer's close(), then the layer below's (always). */
+    close: declaredActor("close"),
   },
 }).createMachine({
   id: "context",
   description: "One opened handle of one layer, from open to close.",
-  context: {},
+  context: ({ input }) => ({ layer: input?.layer ?? "layer" }),
   initial: "opening",
   states: {
     opening: {
-      entry: "callOpen",
-      on: {
-        OPENED: { target: "preparing" },
-        OPEN_FAILED: { target: "failed", actions: "recordError" },
-      },
+      invoke: { id: "open", src: "open", onDone: "opened", onError: { target: "failed", actions: { type: "recordError" as const, params: { step: "open" } } } },
+    },
+    opened: {
+      description: "open() returned; waiting for the whole chain to be open.",
+      on: { PREPARE: "preparing", CLOSE: "closing" },
     },
     preparing: {
-      entry: "callPrepare",
-      on: {
-        PREPARED: { target: "open" },
-        PREPARE_FAILED: { target: "closing", actions: "recordError" },
-      },
+      invoke: { id: "prepare", src: "prepare", onDone: "open", onError: { target: "unprepared", actions: { type: "recordError" as const, params: { step: "prepare" } } } },
+    },
+    unprepared: {
+      description: "prepare failed here or below: closed without finalize.",
+      on: { CLOSE: "closing" },
     },
     open: {
       description: "Serving requests (data calls are plain code, not events).",
-      on: {
-        FINALIZE: { target: "finalizing" },
-        CLOSE: { target: "closing" },
-      },
+      on: { FINALIZE: "finalizing", CLOSE: "closing" },
     },
     finalizing: {
-      entry: "callFinalize",
-      on: {
-        FINALIZED: { target: "closing" },
-        FINALIZE_FAILED: { target: "closing", actions: "recordError" },
-      },
+      invoke: { id: "finalize", src: "finalize", onDone: "finalized", onError: { target: "finalized", actions: { type: "recordError" as const, params: { step: "finalize" } } } },
+    },
+    finalized: {
+      on: { CLOSE: "closing" },
     },
     closing: {
-      entry: "callClose",
-      on: {
-        CLOSED: { target: "closed" },
-        CLOSE_FAILED: { target: "closed", actions: "recordError" },
-      },
+      invoke: { id: "close", src: "close", onDone: "closed", onError: { target: "closed", actions: { type: "recordError" as const, params: { step: "close" } } } },
     },
     closed: { type: "final" },
     failed: { type: "final" },

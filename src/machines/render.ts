@@ -70,8 +70,14 @@ export function initialOf(node: AnyStateNode): AnyStateNode | undefined {
   return node.initial?.target?.[0] as AnyStateNode | undefined;
 }
 
-function eventName(type: string): string {
-  return type === "" ? "always" : type;
+/** Event types as a reader knows them: invoked effects' outcomes and delays by name. */
+export function eventName(type: string): string {
+  if (type === "") return "always";
+  const outcome = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type);
+  if (outcome) return `${outcome[1]}: ${outcome[2]}`;
+  const after = /^xstate\.after\.([^.]+)\./.exec(type);
+  if (after) return `after ${after[1]}`;
+  return type;
 }
 
 /** Every transition of one state node (own, not inherited), events sorted. */
@@ -106,6 +112,8 @@ export function edgeLabel(e: Edge): string {
 function entryLabel(node: AnyStateNode): string[] {
   const lines: string[] = [];
   if (node.entry?.length) lines.push(`entry / ${node.entry.map(formatAction).join(", ")}`);
+  const inv = (node.invoke ?? []) as { src?: unknown }[];
+  if (inv.length) lines.push(`invoke / ${inv.map((i) => (typeof i.src === "string" ? i.src : "actor")).join(", ")}`);
   if (node.exit?.length) lines.push(`exit / ${node.exit.map(formatAction).join(", ")}`);
   return lines;
 }

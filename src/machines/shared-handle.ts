@@ -4,19 +4,20 @@
 // no later than unload, and drained (no in-flight request lost) before it
 // closes.
 //
-//   dormant --AFTER_FORK--> idle --ACQUIRE--> opening --OPENED--> open
+//   dormant --AFTER_FORK--> idle --ACQUIRE--> opening --(opened)--> open
 //   open --RELEASE (last, closeOnLastRelease) / UNLOAD--> closing
-//   closing --CLOSED--> idle | opening (acquirers waited) | closed (unloading)
+//   closing --(closed)--> idle | opening (acquirers waited) | closed (unloading)
 //
 // `closed` is terminal but not a final state: it must still answer ACQUIRE
 // (rejected: "after unload") and late RELEASEs of references that were held
 // across unload, which an XState final state (actor done) could not.
 //
-// Pure data: openHandle / drainAndClose and the resolve/reject actions are
-// the runner's (src/backend/shared-handle.ts), supplied with
-// machine.provide(). refs + waiters never exceed context.maxRefs, which
-// keeps graph walks finite.
+// Opening and closing are invoked effects (openHandle, drainAndClose) and
+// the resolve/reject actions are the runner's (src/backend/shared-handle.ts),
+// supplied with machine.provide(). refs + waiters never exceed
+// context.maxRefs, which keeps graph walks finite.
 import { and, assign, not, setup } from "xstate";
+import { declaredAction, declaredActor } from "./effects.js";
 
 export interface SharedHandleInput {
   /** Close the handle when the last reference is released (else keep it until unload). */
@@ -40,10 +41,6 @@ export type SharedHandleEvent =
   | { type: "AFTER_FORK" }
   | { type: "ACQUIRE" }
   | { type: "RELEASE" }
-  | { type: "OPENED" }
-  | { type: "OPEN_FAILED"; error?: string }
-  | { type: "CLOSED" }
-  | { type: "CLOSE_FAILED"; error?: string }
   | { type: "UNLOAD" };
 
 /** Default bound on refs + waiters when none is given. */
@@ -74,24 +71,26 @@ const setupShared = setup({
     dropRef: assign({ refs: ({ context }) => context.refs - 1 }),
     markUnloading: assign({ unloading: true }),
     // ---- side effects (the runner provides these)
-    /** Call open() on the layer below; send OPENED or OPEN_FAILED. */
-    openHandle: () => {},
-    /** Wait for in-flight requests, call close(); send CLOSED or CLOSE_FAILED. */
-    drainAndClose: () => {},
     /** The acquirer of this ACQUIRE waits for the open. */
-    queueAcquire: () => {},
+    queueAcquire: declaredAction("queueAcquire"),
     /** Grant this ACQUIRE the open handle now. */
-    resolveAcquire: () => {},
+    resolveAcquire: declaredAction("resolveAcquire"),
     /** Refuse this ACQUIRE. */
-    rejectAcquire: (_: unknown, _params: { reason: RejectReason }) => {},
+    rejectAcquire: declaredAction<{ reason: RejectReason }>("rejectAcquire"),
     /** Grant every waiting acquirer the handle just opened. */
-    resolveWaiters: () => {},
+    resolveWaiters: declaredAction("resolveWaiters"),
     /** Refuse every waiting acquirer (open failed, or unload came first). */
-    rejectWaiters: (_: unknown, _params: { reason: string }) => {},
+    rejectWaiters: declaredAction<{ reason: string }>("rejectWaiters"),
     /** RELEASE without a reference: a caller bug, reported, state unchanged. */
-    warnBadRelease: () => {},
+    warnBadRelease: declaredAction("warnBadRelease"),
     /** close() failed: report it (the handle is gone either way). */
-    reportCloseError: () => {},
+    reportCloseError: declaredAction("reportCloseError"),
+  },
+  actors: {
+    /** Open (and prepare) the context below. */
+    openHandle: declaredActor("openHandle"),
+    /** Wait for in-flight requests, then finalize and close it. */
+    drainAndClose: declaredActor("drainAndClose"),
   },
 });
 
@@ -148,10 +147,10 @@ export const sharedHandleMachine = setupShared.createMachine({
       },
     },
     opening: {
-      entry: "openHandle",
-      on: {
-        ACQUIRE: [...acquireLater],
-        OPENED: [
+      invoke: {
+        id: "openHandle",
+        src: "openHandle",
+        onDone: [
           {
             guard: "isUnloading",
             target: "closing",
@@ -159,7 +158,7 @@ export const sharedHandleMachine = setupShared.createMachine({
           },
           { target: "open", actions: ["grantWaiters", "resolveWaiters"] },
         ],
-        OPEN_FAILED: [
+        onError: [
           {
             guard: "isUnloading",
             target: "closed",
@@ -167,6 +166,9 @@ export const sharedHandleMachine = setupShared.createMachine({
           },
           { target: "idle", actions: [{ type: "rejectWaiters", params: { reason: "open failed" } }, "clearWaiters"] },
         ],
+      },
+      on: {
+        ACQUIRE: [...acquireLater],
         RELEASE: [...releaseHeld],
         UNLOAD: { actions: "markUnloading" },
       },
@@ -185,15 +187,18 @@ export const sharedHandleMachine = setupShared.createMachine({
     },
     closing: {
       description: "Draining in-flight requests, then closing.",
-      entry: "drainAndClose",
+      invoke: {
+        id: "drainAndClose",
+        src: "drainAndClose",
+        onDone: [...afterClose([])],
+        onError: [...afterClose(["reportCloseError"])],
+      },
       on: {
         ACQUIRE: [...acquireLater],
         RELEASE: [...releaseHeld],
         UNLOAD: {
           actions: ["markUnloading", { type: "rejectWaiters", params: { reason: "unloading" } }, "clearWaiters"],
         },
-        CLOSED: [...afterClose([])],
-        CLOSE_FAILED: [...afterClose(["reportCloseError"])],
       },
     },
     closed: {

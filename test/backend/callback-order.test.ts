@@ -87,6 +87,7 @@ describe("callback order through a plugin and three filters", () => {
   it("closes without finalize when the connection failed", async () => {
     const log: string[] = [];
     const stack = new Stack(loggingPlugin(log), [loggingFilter("f1", log)]);
+    await stack.load();
     await stack.configComplete();
     await stack.getReady();
     await stack.afterFork();
@@ -103,6 +104,7 @@ describe("callback order through a plugin and three filters", () => {
       throw new Error("prepare failed");
     };
     const stack = new Stack(loggingPlugin(log), [f]);
+    await stack.load();
     await stack.configComplete();
     await stack.getReady();
     await stack.afterFork();
@@ -113,6 +115,7 @@ describe("callback order through a plugin and three filters", () => {
 
   it("refuses a filter-owned context before afterFork, with a clear message", async () => {
     const stack = new Stack(loggingPlugin([]), [loggingFilter("f1", [])]);
+    await stack.load();
     await stack.configComplete();
     await expect(stack.layers[1]!.asLower().open({})).rejects.toThrow(/only from afterFork until unload/);
   });

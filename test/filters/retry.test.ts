@@ -28,18 +28,25 @@ const FAST: [string, string][] = [["retry-delay", "0.01"]];
 describe("retry filter (in-process Stack)", () => {
   it("parses its parameters (fractions of a second too) and passes the rest on", async () => {
     const stack = new Stack(createCountingPlugin(), [createRetry()]);
+    await stack.load();
     await stack.config("retries", "3");
     await stack.config("retry-delay", "0.1");
     await stack.config("retry-delay", "2");
     await stack.config("retry-exponential", "no");
     await stack.config("retry-readonly", "yes");
-    await expect(stack.config("retries", "many")).rejects.toThrow(/retry: retries/);
-    await expect(stack.config("retries", "-1")).rejects.toThrow(/retry: retries/);
-    await expect(stack.config("retry-delay", "-1")).rejects.toThrow(/retry: retry-delay/);
-    await expect(stack.config("retry-delay", "1s")).rejects.toThrow(/retry: retry-delay/);
-    await expect(stack.config("retry-exponential", "perhaps")).rejects.toThrow(/retry-exponential/);
+    // A bad parameter fails its layer (the server stops): each on a fresh stack.
+    const bad = async (k: string, v: string) => {
+      const s = new Stack(createCountingPlugin(), [createRetry()]);
+      await s.load();
+      return s.config(k, v);
+    };
+    await expect(bad("retries", "many")).rejects.toThrow(/retry: retries/);
+    await expect(bad("retries", "-1")).rejects.toThrow(/retry: retries/);
+    await expect(bad("retry-delay", "-1")).rejects.toThrow(/retry: retry-delay/);
+    await expect(bad("retry-delay", "1s")).rejects.toThrow(/retry: retry-delay/);
+    await expect(bad("retry-exponential", "perhaps")).rejects.toThrow(/retry-exponential/);
     // Not the filter's: the counting plugin has no config callback.
-    await expect(stack.config("size", "1M")).rejects.toThrow(/does not take parameters/);
+    await expect(bad("size", "1M")).rejects.toThrow(/does not take parameters/);
   });
 
   it("a failed request is retried on a newly opened context below", async () => {

@@ -144,10 +144,14 @@ describe("shared filter (in-process Stack)", () => {
   });
 
   it("rejects bad parameters and passes the others to the plugin", async () => {
-    const stack = new Stack(createMemory(), [createShared()]);
-    await expect(stack.config("shared-open", "sometimes")).rejects.toThrow(/shared-open must be 'lazy' or 'eager'/);
-    await expect(stack.config("shared-readonly", "perhaps")).rejects.toThrow(/shared-readonly/);
-    await stack.config("size", "1M");
+    const fresh = async () => {
+      const s = new Stack(createMemory(), [createShared()]);
+      await s.load();
+      return s;
+    };
+    await expect((await fresh()).config("shared-open", "sometimes")).rejects.toThrow(/shared-open must be 'lazy' or 'eager'/);
+    await expect((await fresh()).config("shared-readonly", "perhaps")).rejects.toThrow(/shared-readonly/);
+    await (await fresh()).config("size", "1M");
   });
 
   it("a request in flight when the server unloads finishes before the shared context closes", async () => {

@@ -12,3 +12,10 @@ export async function runningStack(plugin: Plugin, filters: Filter[] = [], param
   await stack.afterFork();
   return stack;
 }
+
+/** A running stack and a context opened through it (as a client's), for data calls with the stack's checks. */
+export async function openThroughStack(plugin: Plugin, params: [string, string][] = [], filters: Filter[] = [], readonly = false) {
+  const stack = await runningStack(plugin, filters, params);
+  const opened = await stack.open(readonly, "", false);
+  return { stack, opened, ctx: opened.ctx };
+}

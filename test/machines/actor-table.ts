@@ -65,7 +65,7 @@ export function actorAt<M extends AnyStateMachine>(machine: M, from: string, con
 
 export function actorTable(machine: AnyStateMachine, base: Record<string, unknown> | undefined, rows: ActorRow[]): void {
   it("the table covers every transition and guard of the machine", () => {
-    const listed = [...new Set(rows.map((r) => `${r.from} ${r.event.type} [${r.guard}]`))].sort();
+    const listed = [...new Set(rows.map((r) => `${r.from} ${eventName(r.event.type)} [${r.guard}]`))].sort();
     expect(listed).toEqual(candidates(machine));
   });
   for (const r of rows) {

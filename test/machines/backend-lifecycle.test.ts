@@ -1,70 +1,51 @@
-// backendLifecycleMachine: every transition and guard, plus model walks
-// with runCleanupAndUnload provided as a runner would.
-import { createTestModel } from "@xstate/graph";
+// backendLifecycleMachine: every transition. The paths through the real
+// runner (src/backend/layer.ts) are walked in
+// test/backend/lifecycle-model.test.ts.
 import { describe, expect, it } from "vitest";
-import { createActor } from "xstate";
 import { backendLifecycleMachine as m } from "../../src/machines/backend-lifecycle.js";
+import { unprovided } from "../../src/machines/effects.js";
 import { transitionTable, type Row } from "./table.js";
 
-const E = (type: string, error?: string) => (error ? { type, error } : { type });
-const base = { layer: "memory" };
+const E = (type: string, extra: Record<string, unknown> = {}) => ({ type, ...extra });
+const done = (id: string) => ({ type: `xstate.done.actor.${id}` });
+const err = (id: string, msg = "EIO") => ({ type: `xstate.error.actor.${id}`, error: new Error(msg) });
 
 const rows: Row[] = [
-  { from: "loaded", event: E("CONFIG_COMPLETE"), guard: "", to: "configured" },
-  { from: "loaded", event: E("FAILED", "size= is required"), guard: "", to: "failed", expect: { error: "size= is required" } },
-  { from: "loaded", event: E("UNLOAD"), guard: "", to: "unloading", actions: ["runCleanupAndUnload"] },
-  { from: "configured", event: E("GET_READY"), guard: "", to: "ready" },
-  { from: "configured", event: E("FAILED"), guard: "", to: "failed", expect: { error: "failed" } },
-  { from: "configured", event: E("UNLOAD"), guard: "", to: "unloading", actions: ["runCleanupAndUnload"] },
-  { from: "ready", event: E("AFTER_FORK"), guard: "", to: "running" },
-  { from: "ready", event: E("FAILED", "after_fork: EIO"), guard: "", to: "failed", expect: { error: "after_fork: EIO" } },
-  { from: "ready", event: E("UNLOAD"), guard: "", to: "unloading", actions: ["runCleanupAndUnload"] },
-  { from: "running", event: E("UNLOAD"), guard: "", to: "unloading", actions: ["runCleanupAndUnload"] },
-  { from: "unloading", event: E("UNLOADED", "cleanup threw"), guard: "eventHasError", to: "unloaded", expect: { error: "cleanup threw" } },
-  { from: "unloading", event: E("UNLOADED"), guard: "", to: "unloaded" },
+  { from: "created", event: E("LOAD"), guard: "", to: "loading" },
+  { from: "created", event: E("UNLOAD"), guard: "", to: "unloaded" },
+  { from: "loading", event: done("load"), guard: "", to: "loaded" },
+  { from: "loading", event: err("load"), guard: "", to: "failed", expect: { error: "load: EIO" } },
+  { from: "loaded", event: E("CONFIG", { key: "size", value: "1M" }), guard: "", to: "configuring" },
+  { from: "loaded", event: E("CONFIG_COMPLETE"), guard: "", to: "completing" },
+  { from: "loaded", event: E("UNLOAD"), guard: "", to: "unloading" },
+  { from: "configuring", event: done("config"), guard: "", to: "loaded" },
+  { from: "configuring", event: err("config", "memory: unknown parameter 'foo'"), guard: "", to: "failed", expect: { error: "config: memory: unknown parameter 'foo'" } },
+  { from: "completing", event: done("configComplete"), guard: "", to: "configured" },
+  { from: "completing", event: err("configComplete", "size= is required"), guard: "", to: "failed", expect: { error: "config_complete: size= is required" } },
+  { from: "configured", event: E("GET_READY"), guard: "", to: "gettingReady" },
+  { from: "configured", event: E("UNLOAD"), guard: "", to: "unloading" },
+  { from: "gettingReady", event: done("getReady"), guard: "", to: "ready" },
+  { from: "gettingReady", event: err("getReady"), guard: "", to: "failed", expect: { error: "get_ready: EIO" } },
+  { from: "ready", event: E("AFTER_FORK"), guard: "", to: "forking" },
+  { from: "ready", event: E("UNLOAD"), guard: "", to: "unloading" },
+  { from: "forking", event: done("afterFork"), guard: "", to: "running" },
+  { from: "forking", event: err("afterFork", "no upstream"), guard: "", to: "failed", expect: { error: "after_fork: no upstream" } },
+  { from: "running", event: E("CLEANUP"), guard: "", to: "cleaningUp" },
+  { from: "cleaningUp", event: done("cleanup"), guard: "", to: "cleanedUp" },
+  { from: "cleaningUp", event: err("cleanup"), guard: "", to: "cleanedUp", expect: { error: "cleanup: EIO" } },
+  { from: "cleanedUp", event: E("UNLOAD"), guard: "", to: "unloading" },
+  { from: "failed", event: E("UNLOAD"), guard: "", to: "unloading" },
+  { from: "unloading", event: done("unload"), guard: "", to: "unloaded" },
+  { from: "unloading", event: err("unload"), guard: "", to: "unloaded", expect: { error: "unload: EIO" } },
+  { from: "unloading", ctx: { error: "get_ready: first" }, event: err("unload"), guard: "", to: "unloaded", expect: { error: "get_ready: first" } },
 ];
 
 describe("backendLifecycleMachine", () => {
-  transitionTable(m, base, rows);
+  transitionTable(m, { layer: "memory" }, rows);
 
-  it("starts loaded with the layer name from input", () => {
-    const a = createActor(m, { input: { layer: "file" } }).start();
-    expect(a.getSnapshot().value).toBe("loaded");
-    expect(a.getSnapshot().context).toEqual({ layer: "file" });
-  });
-
-  it("runs cleanup and unload exactly once, on entering unloading, from every live state", async () => {
-    const paths = createTestModel(m, { input: base } as never).getSimplePaths();
-    let unloads = 0;
-    for (const path of paths) {
-      const calls: string[] = [];
-      const a = createActor(m.provide({ actions: { runCleanupAndUnload: () => void calls.push("cleanup+unload") } }), {
-        input: base,
-      });
-      a.subscribe({ error: () => {} });
-      a.start();
-      const send = (t: string) => async () => void a.send(E(t) as never);
-      await path.test({
-        events: Object.fromEntries(
-          ["CONFIG_COMPLETE", "GET_READY", "AFTER_FORK", "UNLOAD", "UNLOADED", "FAILED"].map((t) => [t, send(t)]),
-        ),
-        states: {
-          "*": (s) => {
-            expect(a.getSnapshot().value).toBe(s.value);
-            const after = s.value === "unloading" || s.value === "unloaded";
-            expect(calls).toEqual(after ? ["cleanup+unload"] : []);
-            if (s.value === "failed" || s.value === "unloaded") expect(a.getSnapshot().status).toBe("done");
-          },
-        },
-      });
-      if (calls.length) unloads++;
-    }
-    // Paths through unloading from loaded, configured, ready and running.
-    expect(unloads).toBe(4);
-  });
-
-  it("every shortest path reaches each state", () => {
-    const reached = new Set(createTestModel(m, { input: base } as never).getShortestPaths({ allowDuplicatePaths: true }).map((p) => String(p.state.value)));
-    expect([...reached].sort()).toEqual(Object.keys(m.root.states).sort());
+  it("every step is a declared effect the runner must provide", () => {
+    expect(unprovided(m)).toEqual(
+      ["afterFork", "cleanup", "config", "configComplete", "getReady", "load", "unload"].map((a) => `actor ${a}`),
+    );
   });
 });

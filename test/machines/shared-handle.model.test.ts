@@ -1,13 +1,18 @@
 // Model-based tests: walk the shared-handle machine's graph (@xstate/graph)
 // and drive the REAL SharedHandle runner along every path with fake
 // open/close, checking its observable behaviour at each state.
-import { createTestModel } from "@xstate/graph";
 import { describe, expect, it } from "vitest";
 import type { SnapshotFrom } from "xstate";
 import { sharedHandleMachine } from "../../src/machines/shared-handle.js";
 import { flush, Harness } from "./helpers.js";
+import { allTransitions, byStateAndTransition, outcomes, replay, taken, walk, type WalkPath } from "./paths.js";
 
 type Snap = SnapshotFrom<typeof sharedHandleMachine>;
+const OPENED = "xstate.done.actor.openHandle";
+const OPEN_FAILED = "xstate.error.actor.openHandle";
+const CLOSED = "xstate.done.actor.drainAndClose";
+const CLOSE_FAILED = "xstate.error.actor.drainAndClose";
+const EVENTS = [...["AFTER_FORK", "ACQUIRE", "RELEASE", "UNLOAD"].map((type) => ({ type })), ...outcomes(["openHandle", "drainAndClose"])];
 type Input = { closeOnLastRelease: boolean; maxRefs: number };
 
 interface Walk {
@@ -52,10 +57,10 @@ function events(w: Walk) {
     },
     RELEASE: act(() => h.sh.release()),
     UNLOAD: act(() => void h.unload()),
-    OPENED: async () => void (await h.succeedOpen()),
-    OPEN_FAILED: () => h.failOpen("disk on fire"),
-    CLOSED: () => h.succeedClose(),
-    CLOSE_FAILED: () => h.failClose("close boom"),
+    [OPENED]: async () => void (await h.succeedOpen()),
+    [OPEN_FAILED]: () => h.failOpen("disk on fire"),
+    [CLOSED]: () => h.succeedClose(),
+    [CLOSE_FAILED]: () => h.failClose("close boom"),
   };
 }
 
@@ -79,7 +84,7 @@ function check(w: Walk, s: Snap, eventType?: string): void {
           : /too many references/;
     expect(h.acquires.at(-1)?.error?.message).toMatch(why);
   }
-  if (eventType === "OPEN_FAILED" && prev.context.waiters > 0) {
+  if (eventType === OPEN_FAILED && prev.context.waiters > 0) {
     const failed = h.acquires.filter((o) => o.error?.message.includes("open failed: disk on fire"));
     expect(failed.length).toBeGreaterThanOrEqual(prev.context.waiters);
   }
@@ -114,7 +119,7 @@ function check(w: Walk, s: Snap, eventType?: string): void {
   w.prev = s;
 }
 
-async function walkAll(paths: ReturnType<ReturnType<typeof createTestModel>["getShortestPaths"]>, input: Input) {
+async function walkAll(paths: WalkPath[], input: Input) {
   for (const path of paths) {
     const h = new Harness(input);
     const initial = sharedHandleMachine.resolveState({
@@ -125,15 +130,21 @@ async function walkAll(paths: ReturnType<ReturnType<typeof createTestModel>["get
     check(w, initial);
     let last: string | undefined;
     const ev = events(w);
-    await path.test({
-      events: Object.fromEntries(
-        Object.entries(ev).map(([k, fn]) => [k, async () => {
-          last = k;
-          await fn();
-        }]),
-      ),
-      states: { "*": (s) => check(w, s as Snap, last) },
-    });
+    await replay(
+      path,
+      {
+        "xstate.init": () => {},
+        ...Object.fromEntries(
+          Object.entries(ev).map(([k, fn]) => [k, async () => {
+            last = k;
+            await fn();
+          }]),
+        ),
+      },
+      (_v, i) => {
+        if (i > 0) check(w, path.steps[i]!.state as Snap, last);
+      },
+    );
   }
   return paths.length;
 }
@@ -146,8 +157,7 @@ const inputs: Input[] = [
 describe("shared handle: model-based, real runner", () => {
   for (const input of inputs) {
     it(`every shortest path (${JSON.stringify(input)})`, async () => {
-      const model = createTestModel(sharedHandleMachine, { input } as never);
-      const n = await walkAll(model.getShortestPaths(), input);
+      const n = await walkAll(walk(sharedHandleMachine, EVENTS, { input }).shortest, input);
       expect(n).toBeGreaterThan(10);
     });
   }
@@ -155,17 +165,26 @@ describe("shared handle: model-based, real runner", () => {
   for (const closeOnLastRelease of [true, false]) {
     it(`every simple path, maxRefs 1, closeOnLastRelease ${closeOnLastRelease}`, async () => {
       const input = { closeOnLastRelease, maxRefs: 1 };
-      const model = createTestModel(sharedHandleMachine, { input } as never);
-      const n = await walkAll(model.getSimplePaths(), input);
+      const paths = walk(sharedHandleMachine, EVENTS, { input, serializeState: byStateAndTransition }).simple;
+      const n = await walkAll(paths, input);
       expect(n).toBeGreaterThan(100);
     }, 60_000);
   }
 
+  it("the walks take every transition, the open and close failures included", () => {
+    const all: WalkPath[] = [];
+    for (const input of [...inputs, { closeOnLastRelease: true, maxRefs: 1 }, { closeOnLastRelease: false, maxRefs: 1 }]) {
+      const w = walk(sharedHandleMachine, EVENTS, { input, serializeState: byStateAndTransition });
+      all.push(...w.shortest, ...w.simple);
+    }
+    const got = new Set(taken(all));
+    expect(allTransitions(sharedHandleMachine, { changing: true }).filter((t) => !got.has(t))).toEqual([]);
+  });
+
   it("every simple path between distinct states, maxRefs 2", async () => {
     for (const input of inputs) {
       // States keyed by value + context only (not by the incoming transition).
-      const model = createTestModel(sharedHandleMachine, { input, serializeTransition: () => "" } as never);
-      await walkAll(model.getSimplePaths(), input);
+      await walkAll(walk(sharedHandleMachine, EVENTS, { input }).simple, input);
     }
   }, 60_000);
 });

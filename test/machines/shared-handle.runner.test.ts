@@ -270,6 +270,6 @@ describe("SharedHandle runner", () => {
     });
     sh.afterFork();
     await expect(sh.acquire()).resolves.toBe(7);
-    expect(seen).toEqual(expect.arrayContaining(["AFTER_FORK", "ACQUIRE", "OPENED"]));
+    expect(seen).toEqual(expect.arrayContaining(["AFTER_FORK", "ACQUIRE", "xstate.done.actor.openHandle"]));
   });
 });

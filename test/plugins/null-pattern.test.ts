@@ -2,6 +2,7 @@ import { describe, it, expect } from "vitest";
 import createNull from "../../src/plugins/null/index.js";
 import createPattern, { fillPattern } from "../../src/plugins/pattern/index.js";
 import { configure, openPlugin, LIST } from "./helpers.js";
+import { openThroughStack } from "../helpers/stack.js";
 
 /** The pattern byte at absolute offset i, computed the slow obvious way. */
 function refByte(i: number): number {
@@ -99,11 +100,9 @@ describe("pattern plugin", () => {
     for (let i = 0; i < 37; i++) expect(big[3 + i]).toBe(refByte(11 + i));
   });
 
-  it("refuses reads beyond the end", async () => {
-    const p = createPattern();
-    await configure(p, { size: "100" });
-    const { ctx } = await openPlugin(p);
-    await expect(ctx.pread(Buffer.alloc(8), 96, 0)).rejects.toThrow(/beyond end/);
+  it("reads beyond the end are refused by the stack's boundary check", async () => {
+    const { ctx } = await openThroughStack(createPattern(), [["size", "100"]]);
+    await expect(ctx.pread(Buffer.alloc(8), 96, 0)).rejects.toThrow(/beyond the end/);
     // The last word (offset 96) is truncated to its first, high-order half.
     const tail = Buffer.alloc(12);
     await ctx.pread(tail, 88, 0);
