@@ -6,6 +6,7 @@
 // candidates (table.ts's candidates(), from render.ts's walk).
 import { expect, it } from "vitest";
 import { createActor, type AnyStateMachine } from "xstate";
+import { eventName } from "../../src/machines/render.js";
 import { candidates } from "./table.js";
 
 export interface ActorRow {

@@ -71,13 +71,6 @@ export function allTransitions(machine: AnyStateMachine, o: { changing?: boolean
     .sort();
 }
 
-/** State keys as createTestModel makes them: value and context, plus the incoming event when the value changed. */
-export function byStateAndTransition(s: { value: unknown; context: unknown }, e?: EventObject, prev?: { value: unknown }): string {
-  const base = JSON.stringify({ value: s.value, context: s.context });
-  if (!e || !prev || JSON.stringify(prev.value) === JSON.stringify(s.value)) return base;
-  return `${base} via ${e.type} from ${JSON.stringify(prev.value)}`;
-}
-
 /** The (state, event) transitions a set of paths takes. */
 export function taken(paths: WalkPath[]): string[] {
   const out = new Set<string>();

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import type { SnapshotFrom } from "xstate";
 import { sharedHandleMachine } from "../../src/machines/shared-handle.js";
 import { flush, Harness } from "./helpers.js";
-import { allTransitions, byStateAndTransition, outcomes, replay, taken, walk, type WalkPath } from "./paths.js";
+import { allTransitions, outcomes, replay, taken, walk, type WalkPath } from "./paths.js";
 
 type Snap = SnapshotFrom<typeof sharedHandleMachine>;
 const OPENED = "xstate.done.actor.openHandle";
@@ -165,17 +165,20 @@ describe("shared handle: model-based, real runner", () => {
   for (const closeOnLastRelease of [true, false]) {
     it(`every simple path, maxRefs 1, closeOnLastRelease ${closeOnLastRelease}`, async () => {
       const input = { closeOnLastRelease, maxRefs: 1 };
-      const paths = walk(sharedHandleMachine, EVENTS, { input, serializeState: byStateAndTransition }).simple;
+      const paths = walk(sharedHandleMachine, EVENTS, { input }).simple;
       const n = await walkAll(paths, input);
-      expect(n).toBeGreaterThan(100);
+      expect(n).toBeGreaterThan(20);
     }, 60_000);
   }
 
   it("the walks take every transition, the open and close failures included", () => {
     const all: WalkPath[] = [];
-    for (const input of [...inputs, { closeOnLastRelease: true, maxRefs: 1 }, { closeOnLastRelease: false, maxRefs: 1 }]) {
-      const w = walk(sharedHandleMachine, EVENTS, { input, serializeState: byStateAndTransition });
+    for (const input of inputs) {
+      const w = walk(sharedHandleMachine, EVENTS, { input });
       all.push(...w.shortest, ...w.simple);
+    }
+    for (const closeOnLastRelease of [true, false]) {
+      all.push(...walk(sharedHandleMachine, EVENTS, { input: { closeOnLastRelease, maxRefs: 1 } }).simple);
     }
     const got = new Set(taken(all));
     expect(allTransitions(sharedHandleMachine, { changing: true }).filter((t) => !got.has(t))).toEqual([]);
