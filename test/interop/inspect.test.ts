@@ -75,8 +75,8 @@ describe.skipIf(!nbdinfoOk)("--inspect=stderr", () => {
     };
 
     // The stack comes up, then the server.
-    let i = at(0, "layer loaded", (x) => x.machine === "backendLifecycle" && x.layer === "memory" && x.from === "(start)" && x.to === "loaded");
-    i = at(i, "layer running", (x) => x.machine === "backendLifecycle" && x.from === "ready" && x.event === "AFTER_FORK" && x.to === "running");
+    let i = at(0, "layer loaded", (x) => x.machine === "backendLifecycle" && x.layer === "memory" && x.from === "loading" && x.to === "loaded");
+    i = at(i, "layer running", (x) => x.machine === "backendLifecycle" && x.from === "forking" && x.to === "running");
     const listening = at(i, "server listening", (x) => x.machine === "server" && x.from === "(start)" && x.to === "LISTENING");
 
     // nbdinfo's connection (the test harness's readiness probe came and went before it).
