@@ -8,9 +8,9 @@
 // An expression repeated 0 times or sliced to nothing is not evaluated at
 // all, as in nbdkit (a script there is never run, a name need not exist).
 
-import { Image } from "./image.js";
+import type { Image } from "./image.js";
 import { DataFormatError, MAX_OFFSET, type Expr } from "./parse.js";
-import { EMPTY, fromImage, pieceLength, place, repeat, slice, type Piece } from "./pieces.js";
+import { Canvas, EMPTY, pieceLength, repeat, slice, type Piece } from "./pieces.js";
 import { readFileSlice, runScriptSlice } from "./sources.js";
 
 /** Bindings in scope, innermost first; `next` is also the scope the binding was made in. */
@@ -30,10 +30,9 @@ export interface EvaluateOptions {
 const MAX_STEPS = 10_000_000;
 
 /** Evaluate the whole data string (a list) into an image. */
-export function evaluateData(root: Expr, opts: EvaluateOptions = {}): Promise<Image> {
+export async function evaluateData(root: Expr, opts: EvaluateOptions = {}): Promise<Image> {
   const ev = new Evaluator(opts.maxSteps ?? MAX_STEPS);
-  if (root.t !== "list") return ev.list([root], null);
-  return ev.list(root.items, null);
+  return (await ev.list(root.t === "list" ? root.items : [root], null)).toImage();
 }
 
 class Evaluator {
@@ -47,9 +46,9 @@ class Evaluator {
     }
   }
 
-  /** A sequence of expressions in a new scope, written into a new image. */
-  async list(items: Expr[], env: Binding | null): Promise<Image> {
-    const img = new Image();
+  /** A sequence of expressions in a new scope, written into a new canvas. */
+  async list(items: Expr[], env: Binding | null): Promise<Canvas> {
+    const canvas = new Canvas();
     let off = 0;
     for (const e of items) {
       this.step();
@@ -69,12 +68,12 @@ class Evaluator {
         const p = await this.piece(e, env);
         const len = pieceLength(p);
         if (off + len > MAX_OFFSET) throw new DataFormatError(`the data is too large (beyond offset ${MAX_OFFSET})`);
-        place(img, p, off);
+        canvas.place(p, off);
         off += len;
       }
-      if (off > img.size) img.size = off;
+      canvas.grow(off);
     }
-    return img;
+    return canvas;
   }
 
   async piece(e: Expr, env: Binding | null): Promise<Piece> {
@@ -90,7 +89,7 @@ class Evaluator {
         const only = e.items.length === 1 ? e.items[0]! : undefined;
         // A single data item needs no scope of its own.
         if (only && only.t !== "offset" && only.t !== "assign") return this.piece(only, env);
-        return fromImage(await this.list(e.items, env));
+        return (await this.list(e.items, env)).result();
       }
       case "name": {
         let b = env;
@@ -121,5 +120,3 @@ class Evaluator {
     }
   }
 }
-
-export { Image };

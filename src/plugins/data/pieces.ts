@@ -26,6 +26,70 @@ export function place(img: Image, p: Piece, offset: number): void {
   else img.blit(p.img, 0, p.img.size, offset);
 }
 
+/**
+ * Where a list is evaluated: a plain buffer while everything stays within
+ * SMALL bytes (most nested lists: no page map, no slab per list), a
+ * sparse image once something lands beyond.
+ */
+export class Canvas {
+  private flat: Buffer | null = Buffer.alloc(64);
+  private img: Image | null = null;
+  /** The largest offset reached. */
+  size = 0;
+
+  place(p: Piece, offset: number): void {
+    const end = offset + pieceLength(p);
+    if (this.flat && end > SMALL) this.toImage();
+    if (this.img) place(this.img, p, offset);
+    else {
+      const flat = this.room(end);
+      if (p.k === "bytes") p.b.copy(flat, offset);
+      else if (p.k === "fill") flat.fill(p.byte, offset, end);
+      else p.img.read(flat.subarray(offset, end), 0);
+    }
+    this.grow(end);
+  }
+
+  /** Record that the offset reached `end` (an @ move past the data). */
+  grow(end: number): void {
+    if (end > this.size) this.size = end;
+    if (this.flat && this.size > SMALL) this.toImage();
+  }
+
+  /** The result as the simplest piece. */
+  result(): Piece {
+    if (this.img) {
+      this.img.size = this.size;
+      return fromImage(this.img);
+    }
+    return { k: "bytes", b: this.room(this.size).subarray(0, this.size) };
+  }
+
+  /** The result as an image (the whole disk). */
+  toImage(): Image {
+    if (!this.img) {
+      this.img = new Image();
+      const used = Math.min(this.size, this.flat!.length);
+      if (used > 0) this.img.write(this.flat!.subarray(0, used), 0);
+      this.flat = null;
+    }
+    this.img.size = this.size;
+    return this.img;
+  }
+
+  private room(end: number): Buffer {
+    let flat = this.flat!;
+    if (end > flat.length) {
+      let cap = flat.length;
+      while (cap < end) cap *= 2;
+      const bigger = Buffer.alloc(Math.min(cap, Math.max(end, SMALL)));
+      flat.copy(bigger);
+      this.flat = flat = bigger;
+    }
+    return flat;
+  }
+}
+
 /** An image as the simplest piece that holds it. */
 export function fromImage(img: Image): Piece {
   if (img.arr.allocatedPages === 0) return { k: "fill", byte: 0, n: img.size };
