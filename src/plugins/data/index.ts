@@ -6,6 +6,7 @@ import { FLAG_REQ_ONE } from "../../backend/types.js";
 import type { Plugin, ExportEntry, Extent } from "../../backend/types.js";
 import { parseBool, parseSize } from "../../backend/size.js";
 import { SparseArray } from "../memory/sparse.js";
+import { decodeBase64 } from "../kit/base64.js";
 import { evaluateData } from "./evaluate.js";
 import { Image, readSparse, zeroRange } from "./image.js";
 import { DataFormatError, parseData } from "./parse.js";
@@ -13,15 +14,6 @@ import { DataFormatError, parseData } from "./parse.js";
 export interface DataPlugin extends Plugin<true> {
   /** The disk (exposed for tests and diagnostics). */
   readonly disk: SparseArray;
-}
-
-/** Strict base64: the standard alphabet, padding to a multiple of 4, whitespace ignored. */
-export function decodeBase64(s: string): Buffer {
-  const t = s.replace(/\s+/g, "");
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(t) || t.length % 4 !== 0) {
-    throw new Error("base64: the value is not valid base64");
-  }
-  return Buffer.from(t, "base64");
 }
 
 /** allocator=sparse|malloc[,mlock=BOOL]|zstd, as nbdkit: all are served by one sparse page map here. */
