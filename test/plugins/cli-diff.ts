@@ -12,13 +12,21 @@ export type Server = "nbdkit" | "nbdstate";
 export const SERVERS: Server[] = ["nbdkit", "nbdstate"];
 
 /** SERVER -U - ...args --run cmd, with /usr/bin first on PATH (nbdsh needs Debian's python3). */
-export function runUnder(server: Server, args: string[], cmd: string, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+export interface UnderOptions {
+  cwd?: string;
+  timeoutMs?: number;
+  /** Listener options instead of -U - (e.g. -p PORT -i 127.0.0.1). */
+  listen?: string[];
+}
+
+export function runUnder(server: Server, args: string[], cmd: string, opts: UnderOptions = {}): Promise<RunResult> {
   const [bin, ...prefix] = server === "nbdkit" ? ["nbdkit"] : [process.execPath, NBDSTATE_BIN];
-  return run(bin!, [...prefix, "-U", "-", ...args, "--run", cmd], { env: nbdshEnv(), cwd: opts.cwd, timeoutMs: opts.timeoutMs ?? 30_000 });
+  const listen = opts.listen ?? ["-U", "-"];
+  return run(bin!, [...prefix, ...listen, ...args, "--run", cmd], { env: nbdshEnv(), cwd: opts.cwd, timeoutMs: opts.timeoutMs ?? 30_000 });
 }
 
 /** runUnder, throwing with both outputs unless it exits 0. */
-export async function runOkUnder(server: Server, args: string[], cmd: string, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+export async function runOkUnder(server: Server, args: string[], cmd: string, opts: UnderOptions = {}): Promise<RunResult> {
   const r = await runUnder(server, args, cmd, opts);
   if (r.code !== 0) {
     throw new Error(`${server} ${args.join(" ")} --run '${cmd}' failed (code ${r.code}):\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
