@@ -71,9 +71,15 @@ describe("info plugin", () => {
     expect((await c.read(8, 4)).length).toBe(4);
   });
 
+  it("serves the server's version with mode=version", async () => {
+    const { p, read } = await infoDisk("version");
+    expect((await read()).toString()).toMatch(/^\d+\.\d+\.\d+/);
+    expect(await p.canMultiConn!(true)).toBe(true);
+  });
+
   it("accepts nbdkit's mode spellings, refuses others", async () => {
     for (const m of ["export-name", "base64-export-name", "ADDRESS", "Time"]) await expect(infoDisk(m)).resolves.toBeTruthy();
-    await expect(infoDisk("version")).rejects.toThrow("info: unknown mode: 'version'");
+    await expect(infoDisk("bogus")).rejects.toThrow("info: unknown mode: 'bogus'");
     expect(() => createInfo().config!("foo", "1")).toThrow("info: unknown parameter 'foo'");
   });
 });

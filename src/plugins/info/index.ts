@@ -3,11 +3,12 @@
 // base64), the client's address, or a 12-byte clock (wall time, server
 // uptime, time since the connection was accepted).
 
+import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { Plugin, ConnectionInfo, PeerInfo } from "../../backend/types.js";
 import { decodeBase64 } from "../kit/base64.js";
 
-type Mode = "exportname" | "base64exportname" | "address" | "time" | "uptime" | "conntime";
+type Mode = "exportname" | "base64exportname" | "address" | "time" | "uptime" | "conntime" | "version";
 
 const MODES: Record<string, Mode> = {
   exportname: "exportname",
@@ -18,7 +19,18 @@ const MODES: Record<string, Mode> = {
   time: "time",
   uptime: "uptime",
   conntime: "conntime",
+  version: "version",
 };
+
+/** nbdstate's version (package.json, three levels above this file in src/ and dist/). */
+function serverVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version?: string };
+    return pkg.version ?? "";
+  } catch {
+    return "";
+  }
+}
 
 interface InfoHandle {
   data: Buffer;
@@ -67,7 +79,9 @@ export default function createPlugin(): Plugin<InfoHandle> {
     longname: "nbdstate info plugin",
     description: "Serves information about the client and the server (export name, address, time) as a disk.",
     magicConfigKey: "mode",
-    configHelp: "mode=exportname|base64exportname|address|time|uptime|conntime\n" + "                     What the disk holds (default exportname).",
+    configHelp:
+      "mode=exportname|base64exportname|address|time|uptime|conntime|version\n" +
+      "                     What the disk holds (default exportname).",
 
     load() {
       loaded = process.hrtime.bigint();
@@ -103,6 +117,8 @@ export default function createPlugin(): Plugin<InfoHandle> {
           return { data: Buffer.alloc(12), zero: loaded };
         case "conntime":
           return { data: Buffer.alloc(12), zero: acceptedAt(connection) };
+        case "version":
+          return { data: Buffer.from(serverVersion(), "utf8"), zero: 0n };
       }
     },
 
@@ -115,8 +131,8 @@ export default function createPlugin(): Plugin<InfoHandle> {
     canFastZero: () => false,
     canFua: () => "none",
     // The exportname modes serve the same bytes to every connection of one
-    // export name; the others differ per client or per moment.
-    canMultiConn: () => mode === "exportname" || mode === "base64exportname",
+    // export name (version: to all); the others differ per client or moment.
+    canMultiConn: () => mode === "exportname" || mode === "base64exportname" || mode === "version",
     canExtents: () => false,
     canCache: () => "native",
 
