@@ -30,9 +30,11 @@ function fillChunk(byte: number): Buffer {
   return b;
 }
 
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
+/** Whether b[start, end) (at most a page) is all zeros: a native compare. */
 function allZero(b: Buffer, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) if (b[i] !== 0) return false;
-  return true;
+  return b.subarray(start, end).equals(ZERO_PAGE.subarray(0, end - start));
 }
 
 export class Image {
