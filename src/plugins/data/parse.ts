@@ -185,6 +185,7 @@ class Parser {
         }
       }
       if (j >= s.length) throw src.error("<(SCRIPT) has no closing ')'");
+      if (j === start) throw src.error("<() has no script");
       src.i = j + 1;
       return { t: "script", script: s.slice(start, j) };
     }
