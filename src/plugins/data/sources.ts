@@ -132,6 +132,9 @@ export function runScriptSlice(script: string, from = 0, to?: number): Promise<P
         stopped = true;
         child.stdout.destroy();
         child.kill("SIGTERM");
+        // A script that ignores SIGTERM is not waited for forever.
+        const t = setTimeout(() => child.kill("SIGKILL"), 2000);
+        child.once("exit", () => clearTimeout(t));
       }
     });
     child.on("close", (code, signal) => {
