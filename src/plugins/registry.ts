@@ -5,9 +5,15 @@ import type { Plugin } from "../backend/types.js";
 
 // A null-prototype object, so names like "constructor" are not found.
 export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Object.assign(Object.create(null), {
+  data: async () => (await import("./data/index.js")).default,
   file: async () => (await import("./file/index.js")).default,
+  full: async () => (await import("./full/index.js")).default,
+  info: async () => (await import("./info/index.js")).default,
   memory: async () => (await import("./memory/index.js")).default,
   nbd: async () => (await import("./nbd/index.js")).default,
   null: async () => (await import("./null/index.js")).default,
+  ones: async () => (await import("./ones/index.js")).default,
   pattern: async () => (await import("./pattern/index.js")).default,
+  random: async () => (await import("./random/index.js")).default,
+  "sparse-random": async () => (await import("./sparse-random/index.js")).default,
 });
