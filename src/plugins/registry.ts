@@ -9,7 +9,9 @@ export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Objec
   memory: async () => (await import("./memory/index.js")).default,
   nbd: async () => (await import("./nbd/index.js")).default,
   null: async () => (await import("./null/index.js")).default,
+  ondemand: async () => (await import("./ondemand/index.js")).default,
   partitioning: async () => (await import("./partitioning/index.js")).default,
   pattern: async () => (await import("./pattern/index.js")).default,
   split: async () => (await import("./split/index.js")).default,
+  tmpdisk: async () => (await import("./tmpdisk/index.js")).default,
 });
