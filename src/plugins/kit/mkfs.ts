@@ -4,9 +4,8 @@
 // environment variables, never spliced into the script text, so a path
 // that holds a client's export name cannot inject shell syntax.
 
-import { spawn } from "node:child_process";
 import { open } from "node:fs/promises";
-import { delimiter } from "node:path";
+import { runTool, sbinPath } from "./temp-image.js";
 
 export interface DiskRecipe {
   /** command= (a shell fragment), or undefined for mkfs. */
@@ -32,32 +31,6 @@ function mkfsArgs(type: string, label: string | undefined, disk: string): string
   return ["-t", type, ...extra, ...(label ? [labelOpt, label] : []), disk];
 }
 
-/** PATH with the sbin directories (where mkfs lives) added if missing. */
-function sbinPath(): string {
-  const parts = (process.env.PATH ?? "/usr/bin:/bin").split(delimiter).filter(Boolean);
-  for (const d of ["/usr/local/sbin", "/usr/sbin", "/sbin"]) if (!parts.includes(d)) parts.push(d);
-  return parts.join(delimiter);
-}
-
-/** Run argv; resolve with its stderr, or reject with one line naming it and its last words. */
-function runQuiet(who: string, what: string, argv: string[], env: NodeJS.ProcessEnv): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], env });
-    let err = "";
-    child.stderr!.setEncoding("utf8");
-    child.stderr!.on("data", (s: string) => {
-      if (err.length < 64 * 1024) err += s;
-    });
-    child.on("error", (e) => reject(new Error(`${who}: cannot run ${what}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
-    child.on("close", (code, signal) => {
-      if (code === 0) return resolve(err);
-      const last = err.trim().split("\n").filter(Boolean).pop()?.trim();
-      const how = signal ? `killed by signal ${signal}` : `exited with code ${code}`;
-      reject(new Error(`${who}: ${what} ${how}${last ? `: ${last}` : ""}`));
-    });
-  });
-}
-
 /**
  * Create the disk at `disk` (which must not exist): a sparse file of the
  * recipe's size formatted with mkfs, or whatever command= makes there.
@@ -69,7 +42,7 @@ export async function makeDisk(who: string, disk: string, r: DiskRecipe): Promis
     for (const [k, v] of r.vars) env[k] = v;
     env.disk = disk;
     env.size = String(r.size);
-    return runQuiet(who, "command", ["/bin/sh", "-c", r.command], env);
+    return (await runTool(who, "command", ["/bin/sh", "-c", r.command], { env })).stderr;
   }
   const get = (k: string) => r.vars.filter(([key]) => key === k).pop()?.[1];
   const type = get("type") || "ext4";
@@ -79,5 +52,5 @@ export async function makeDisk(who: string, disk: string, r: DiskRecipe): Promis
   } finally {
     await fh.close();
   }
-  return runQuiet(who, `mkfs -t ${type}`, ["mkfs", ...mkfsArgs(type, get("label") || undefined, disk)], env);
+  return (await runTool(who, `mkfs -t ${type}`, ["mkfs", ...mkfsArgs(type, get("label") || undefined, disk)], { env })).stderr;
 }

@@ -7,12 +7,8 @@ import { join } from "node:path";
 import type { Plugin, ServerServices } from "../../backend/types.js";
 import { errorMessage } from "../../backend/errors.js";
 import { makeDisk } from "../kit/mkfs.js";
+import { largeTmpdir } from "../kit/temp-image.js";
 import { diskRead, diskTrim, diskWrite, openDisk, RecipeConfig, type DiskHandle } from "../kit/made-disk.js";
-
-/** $TMPDIR, else /var/tmp (large, unlike a tmpfs /tmp), as nbdkit. */
-export function largeTmpdir(): string {
-  return process.env.TMPDIR || "/var/tmp";
-}
 
 export default function createPlugin(): Plugin<DiskHandle> {
   const cfg = new RecipeConfig("tmpdisk");
