@@ -6,6 +6,9 @@ import type { Plugin } from "../backend/types.js";
 // A null-prototype object, so names like "constructor" are not found.
 export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Object.assign(Object.create(null), {
   file: async () => (await import("./file/index.js")).default,
+  floppy: async () => (await import("./floppy/index.js")).default,
+  iso: async () => (await import("./iso/index.js")).default,
+  linuxdisk: async () => (await import("./linuxdisk/index.js")).default,
   memory: async () => (await import("./memory/index.js")).default,
   nbd: async () => (await import("./nbd/index.js")).default,
   null: async () => (await import("./null/index.js")).default,
