@@ -5,9 +5,11 @@ import type { Plugin } from "../backend/types.js";
 
 // A null-prototype object, so names like "constructor" are not found.
 export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Object.assign(Object.create(null), {
+  eval: async () => (await import("./eval/index.js")).default,
   file: async () => (await import("./file/index.js")).default,
   memory: async () => (await import("./memory/index.js")).default,
   nbd: async () => (await import("./nbd/index.js")).default,
   null: async () => (await import("./null/index.js")).default,
   pattern: async () => (await import("./pattern/index.js")).default,
+  sh: async () => (await import("./sh/index.js")).default,
 });
