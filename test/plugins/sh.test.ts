@@ -13,6 +13,9 @@ import { NBDSTATE_BIN, run, runOk, waitFor } from "../helpers/server.js";
 import { pythonOk, runPython } from "../helpers/python.js";
 import { requirePythonLibnbd, requireTools, TOOLS } from "../helpers/tools.js";
 import { each, flags, flagsNoBlockSize, makeTmpDir, removeTmpDir, serve, writeScript } from "./script-servers.js";
+import { parseBlockSize, parseDefaultExport, parseExports, parseExtents, parseThreadModel } from "../../src/plugins/sh/parse.js";
+import { scriptError } from "../../src/plugins/sh/status.js";
+import { NBD_EIO, NBD_ENOSPC, NBD_EPERM, NBD_ESHUTDOWN } from "../../src/protocol/constants.js";
 
 const ok = requireTools([TOOLS.nbdkit, TOOLS.nbdinfo, TOOLS.nbdcopy]) && requirePythonLibnbd();
 
@@ -70,6 +73,56 @@ eq(got, bytes(model), "disk")
 print(hashlib.sha256(got).hexdigest())
 print("OK")
 `;
+
+describe("sh plugin: what scripts print, parsed", () => {
+  it("list_exports: a last line without its newline still counts (nbdkit drops it)", () => {
+    expect(parseExports("NAMES\na\nb")).toEqual([{ name: "a" }, { name: "b" }]);
+    expect(parseExports("INTERLEAVED\na\nA\nb")).toEqual([{ name: "a", description: "A" }, { name: "b" }]);
+    expect(parseExports("NAMES+DESCRIPTIONS\na\nb\nA\nB")).toEqual([{ name: "a", description: "A" }, { name: "b", description: "B" }]);
+    // An odd count: the first half rounded up are names (as nbdkit).
+    expect(parseExports("NAMES+DESCRIPTIONS\na\nb\nc\n")).toEqual([{ name: "a", description: "c" }, { name: "b" }]);
+    expect(parseExports("")).toEqual([]);
+    expect(parseExports("NAMES")).toEqual([]);
+    expect(parseExports("unknown-mode\nx\n")).toEqual([{ name: "unknown-mode" }, { name: "x" }]);
+  });
+  it("default_export: the first name of any list form, else \"\"", () => {
+    expect(parseDefaultExport("INTERLEAVED\nfoo\ndesc\n")).toBe("foo");
+    expect(parseDefaultExport("bar")).toBe("bar");
+    expect(parseDefaultExport("NAMES\n")).toBe("");
+  });
+  it("extents: clipped to the request, merged by type; gaps, late starts and garbage are errors", () => {
+    expect(parseExtents("s", "0 1M\n1M 1M hole\n2M 2M hole\n", 512, 3 << 20)).toEqual([
+      { length: (1 << 20) - 512, type: 0 },
+      { length: (2 << 20) + 512, type: 1 },
+    ]);
+    expect(parseExtents("s", "0\t4096 zero,hole\n4096 0 0\n", 0, 100)).toEqual([{ length: 100, type: 3 }]);
+    expect(parseExtents("s", "0 4096 7\n", 0, 10)).toEqual([{ length: 10, type: 3 }]);
+    expect(() => parseExtents("s", "0 10\n20 10\n", 0, 30)).toThrow(/contiguous/);
+    expect(() => parseExtents("s", "10 10\n", 0, 30)).toThrow(/must not start after/);
+    expect(() => parseExtents("s", "0\n", 0, 30)).toThrow(/cannot parse/);
+    expect(() => parseExtents("s", "0 lots\n", 0, 30)).toThrow(/could not parse/);
+    expect(() => parseExtents("s", "", 0, 30)).toThrow(/no extent/);
+  });
+  it("block_size: three sizes checked as nbdkit checks them; 0 0 0 is none", () => {
+    expect(parseBlockSize("s", "1 4K 4294967295")).toEqual({ minimum: 1, preferred: 4096, maximum: 2 ** 32 - 1 });
+    expect(parseBlockSize("s", "0 0 0\n")).toBeNull();
+    expect(() => parseBlockSize("s", "3 4K 1M")).toThrow(/power of 2/);
+    expect(() => parseBlockSize("s", "512 4K")).toThrow(/cannot be parsed/);
+    expect(() => parseBlockSize("s", "4K 512 1M")).toThrow(/preferred/);
+  });
+  it("thread_model: nbdkit's four names (dashes too), anything else the safe default", () => {
+    expect(parseThreadModel("parallel\n")).toBe("parallel");
+    expect(parseThreadModel("Serialize-Requests")).toBe("serialize_requests");
+    expect(parseThreadModel("fast please")).toBe("serialize_all_requests");
+  });
+  it("errors: the errno name first on stderr, any case, then whitespace; else the fallback", () => {
+    expect(scriptError("s", "ENOSPC Out of space\n", NBD_EIO)).toMatchObject({ errno: NBD_ENOSPC, message: "s: Out of space" });
+    expect(scriptError("s", "eperm\n", NBD_EIO)).toMatchObject({ errno: NBD_EPERM, message: "s: eperm" });
+    expect(scriptError("s", "EPERMISSION denied", NBD_EIO)).toMatchObject({ errno: NBD_EIO, message: "s: EPERMISSION denied" });
+    expect(scriptError("s", "first\nsecond\n", NBD_ESHUTDOWN)).toMatchObject({ errno: NBD_ESHUTDOWN, message: "s: first" });
+    expect(scriptError("s", "", NBD_EIO).message).toMatch(/did not print an error message/);
+  });
+});
 
 describe.skipIf(!ok)("sh plugin: the same script under nbdkit and nbdstate", () => {
   it("a RAM disk script: same flags, and writes/zeroes/trims land the same bytes (libnbd, nbdcopy)", async () => {
