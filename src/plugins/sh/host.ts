@@ -39,8 +39,6 @@ export interface CallOptions {
   handle?: ShHandle;
   /** For open, before the handle exists. */
   conn?: ConnectionInfo;
-  /** Called for one client (preconnect, listing, open) even without ConnectionInfo. */
-  client?: boolean;
   input?: Buffer;
   into?: Buffer;
 }
@@ -131,10 +129,10 @@ export class ScriptHost {
         fallback = NBD_ESHUTDOWN;
         break;
       case S.DISC_FORCE:
-        // The client gets no reply: the answer no longer matters.
-        if (conn) conn.disconnect(true);
-        else if (o.client) throw new NbdError(NBD_ESHUTDOWN, `${file}: ${method}: the script asked to drop this client`);
-        return { status: S.MISSING, stdout: r.stdout, length: r.stdoutLength };
+        // The client gets no reply. An error (nbdkit: "missing") also stops
+        // an open or a round of can_* questions from going on.
+        conn?.disconnect(true);
+        throw new NbdError(NBD_ESHUTDOWN, `${file}: ${method}: the script asked to drop the client (status 6)`);
       case S.DISC_SOFT_OK:
         conn?.disconnect(false);
         return { status: S.OK, stdout: r.stdout, length: r.stdoutLength };

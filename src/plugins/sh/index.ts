@@ -1,7 +1,7 @@
 // sh plugin: a script (any executable) answers every plugin method, one
 // process per call, with nbdkit-sh-plugin(3)'s arguments and exit codes.
 
-import { accessSync, chmodSync, constants as C, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { accessSync, chmodSync, constants as C, fstatSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Plugin } from "../../backend/types.js";
 import { ScriptHost, unexpectedFalse, type ShHandle } from "./host.js";
@@ -44,6 +44,8 @@ export default function createPlugin(): Plugin<ShHandle> {
 
   /** "-": the script comes on stdin, saved as $tmpdir/inline-script.sh. */
   function inlineScript(): string {
+    // With -s, stdin is the client's connection, not a script.
+    if (fstatSync(0).isSocket()) throw new Error("sh: an inline script (script '-') is incompatible with -s");
     const text = readStdin();
     if (text.length === 0) {
       throw new Error("sh: the inline script (script '-', read from stdin) is empty; in the background the server has no stdin: use -f");

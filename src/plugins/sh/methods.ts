@@ -53,7 +53,7 @@ export function scriptMethods(host: ScriptHost): Callbacks & { threadModel(): Pr
   }
 
   async function defaultExport(p: ListParams): Promise<string> {
-    const out = await text("default_export", [bool(p.readonly), bool(p.tls)], { client: true });
+    const out = await text("default_export", [bool(p.readonly), bool(p.tls)]);
     return out === null ? "" : parseDefaultExport(out.toString("utf8"));
   }
 
@@ -86,11 +86,11 @@ export function scriptMethods(host: ScriptHost): Callbacks & { threadModel(): Pr
     },
 
     async preconnect(readonly: boolean) {
-      await text("preconnect", [bool(readonly)], { client: true });
+      await text("preconnect", [bool(readonly)]);
     },
 
     async listExports(p: ListParams): Promise<ExportEntry[]> {
-      const out = await text("list_exports", [bool(p.readonly), bool(p.tls)], { client: true });
+      const out = await text("list_exports", [bool(p.readonly), bool(p.tls)]);
       if (out === null) return [{ name: await defaultExport(p) }];
       return parseExports(out.toString("utf8"));
     },
@@ -102,7 +102,7 @@ export function scriptMethods(host: ScriptHost): Callbacks & { threadModel(): Pr
       if (exportName.includes("\0")) throw new NbdError(NBD_EINVAL, "sh: export name contains NUL");
       const release = host.threadModel === "serialize_connections" ? await host.connections.acquire() : null;
       try {
-        const out = await text("open", [bool(readonly), exportName, bool(tls)], { conn, client: true });
+        const out = await text("open", [bool(readonly), exportName, bool(tls)], { conn });
         // The handle is any string less one final newline; as a C string it ends at a NUL.
         let id = out === null ? "" : chomp(out.toString("utf8"));
         const nul = id.indexOf("\0");
