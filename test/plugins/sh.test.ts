@@ -243,7 +243,6 @@ case "$1" in
       names) printf 'NAMES\nalpha\nbeta\ngamma\n' ;;
       interleaved) printf 'INTERLEAVED\nalpha\nthe first disk\nbeta\nthe second disk\n' ;;
       both) printf 'NAMES+DESCRIPTIONS\nalpha\nbeta\ngamma\nfirst\nsecond\nthird\n' ;;
-      bare) printf 'alpha\nbeta\n' ;;
     esac ;;
   default_export) printf 'NAMES\nbeta\nalpha\n' ;;
   open) echo "handle-$3-$1-$2" ;;
@@ -253,7 +252,8 @@ case "$1" in
   *) exit 2 ;;
 esac
 `);
-    for (const mode of ["names", "interleaved", "both", "bare"]) {
+    // (Output with no mode line is NAMES: see the parsing tests.)
+    for (const mode of ["names", "interleaved", "both"]) {
       const got = await each(["sh", script, `mode=${mode}`], async (s) => {
         const list = JSON.parse((await runOk("nbdinfo", ["--list", "--json", s.uri])).stdout) as { exports: Array<Record<string, unknown>> };
         for (const e of list.exports) {
@@ -268,7 +268,7 @@ esac
       });
       expect(got.nbdstate, mode).toEqual(got.nbdkit);
       const names = got.nbdstate.list.map((e) => e["export-name"]);
-      expect(names, mode).toEqual(mode === "bare" || mode === "interleaved" ? ["alpha", "beta"] : ["alpha", "beta", "gamma"]);
+      expect(names, mode).toEqual(mode === "interleaved" ? ["alpha", "beta"] : ["alpha", "beta", "gamma"]);
       if (mode === "both") expect(got.nbdstate.list.map((e) => e.description)).toEqual(["first", "second", "third"]);
       if (mode === "interleaved") expect(got.nbdstate.list[1]!.description).toBe("the second disk");
     }
@@ -582,6 +582,20 @@ esac
     } finally {
       await s.stop();
     }
+  });
+
+  it("an inline script cannot come from stdin under -s (stdin is the client), in both", async () => {
+    const py = String.raw`
+for cmd in (["nbdkit", "-s", "sh", "-"], EXTRA + ["-s", "sh", "-"]):
+    h = nbd.NBD()
+    try:
+        h.connect_command(cmd)
+        raise AssertionError("%s served an inline script under -s" % cmd[0])
+    except nbd.Error:
+        pass
+print("OK")
+`;
+    await pythonOk(py, "", [process.execPath, NBDSTATE_BIN]);
   });
 
   it("--help names the script parameter", async () => {

@@ -36,6 +36,16 @@ function readStdin(): Buffer {
   }
 }
 
+function stdinIsConnection(): boolean {
+  try {
+    const i = fstatSync(0);
+    const o = fstatSync(1);
+    return i.isSocket() && i.ino === o.ino && i.dev === o.dev;
+  } catch {
+    return false;
+  }
+}
+
 export default function createPlugin(): Plugin<ShHandle> {
   let script: string | undefined;
   let magic: string | undefined;
@@ -44,8 +54,9 @@ export default function createPlugin(): Plugin<ShHandle> {
 
   /** "-": the script comes on stdin, saved as $tmpdir/inline-script.sh. */
   function inlineScript(): string {
-    // With -s, stdin is the client's connection, not a script.
-    if (fstatSync(0).isSocket()) throw new Error("sh: an inline script (script '-') is incompatible with -s");
+    // With -s, stdin is the client's connection, not a script: one socket on
+    // both stdin and stdout (Node itself may pass a script on a socketpair).
+    if (stdinIsConnection()) throw new Error("sh: an inline script (script '-') is incompatible with -s");
     const text = readStdin();
     if (text.length === 0) {
       throw new Error("sh: the inline script (script '-', read from stdin) is empty; in the background the server has no stdin: use -f");
