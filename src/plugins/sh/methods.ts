@@ -17,9 +17,9 @@ type Callbacks = Omit<Plugin<ShHandle>, "name" | "config" | "configComplete" | "
 const bool = (b: boolean) => (b ? "true" : "false");
 
 /**
- * On the wire nbdkit turns ENOTSUP and EOVERFLOW into EINVAL (the NBD spec
- * reserves ENOTSUP for fast zero and EOVERFLOW for reads with DF, which
- * scripts never get): a script's error on a data request is mapped alike.
+ * nbdkit sends ENOTSUP only for a fast zero and EOVERFLOW only for a read
+ * with DF (which scripts never see), EINVAL otherwise: a script's error on
+ * a data request is mapped alike.
  */
 function onWire(e: unknown, keepNotsup = false): never {
   if (e instanceof NbdError && ((e.errno === NBD_ENOTSUP && !keepNotsup) || e.errno === NBD_EOVERFLOW)) {
