@@ -49,6 +49,12 @@ async function infoMode(a: CliArgs): Promise<number | undefined> {
   if (a.version) return out(versionText([...filters, plugin])), 0;
   await plugin.layer.load?.();
   try {
+    // As nbdkit: the parameters go to config (not configComplete) first, so
+    // a script plugin knows its script (sh ./script --dump-plugin).
+    const stack = new Stack(plugin.layer, filters.map((f) => f.layer));
+    for (const [key, value] of resolveParams(a.params, plugin.layer.magicConfigKey, plugin.layer.name)) {
+      await stack.config(key, value);
+    }
     out(dumpPluginText(plugin));
   } finally {
     await plugin.layer.unload?.();

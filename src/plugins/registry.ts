@@ -6,6 +6,7 @@ import type { Plugin } from "../backend/types.js";
 // A null-prototype object, so names like "constructor" are not found.
 export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Object.assign(Object.create(null), {
   data: async () => (await import("./data/index.js")).default,
+  eval: async () => (await import("./eval/index.js")).default,
   file: async () => (await import("./file/index.js")).default,
   floppy: async () => (await import("./floppy/index.js")).default,
   full: async () => (await import("./full/index.js")).default,
@@ -20,6 +21,7 @@ export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Objec
   partitioning: async () => (await import("./partitioning/index.js")).default,
   pattern: async () => (await import("./pattern/index.js")).default,
   random: async () => (await import("./random/index.js")).default,
+  sh: async () => (await import("./sh/index.js")).default,
   "sparse-random": async () => (await import("./sparse-random/index.js")).default,
   split: async () => (await import("./split/index.js")).default,
   tmpdisk: async () => (await import("./tmpdisk/index.js")).default,
