@@ -6,10 +6,12 @@
 # OPS_JSON is a list of requests:
 #   ["pread", off, len, flags?]          -> sha256 prefix of the bytes
 #   ["pwrite", off, len, seed, flags?]   -> "ok"  (bytes: (seed + i) % 251 + 1)
+#   ["pwritez", off, len, flags?]        -> "ok"  (zero bytes, as data)
+#   ["rewrite", off, len]                -> "ok"  (writes back the bytes it reads)
 #   ["zero"|"trim"|"cache", off, len, flags?]
 #   ["flush"]
 #   ["strict", mode]                     libnbd's strict mode (0: bad requests reach the server)
-#   ["extents", off, len, flags?]        -> [[length, type], ...]
+#   ["extents", off, len, flags?]        -> [[length, type], ...] within [off, off+len)
 #   ["aio_pwrites", [[off, len, seed], ...]]  all in flight at once
 #   ["disk"]                             -> sha256 prefix of the whole disk
 # flags: a list of "fua", "fast", "nohole", "reqone".
@@ -67,6 +69,12 @@ def run(h, op):
     if kind == "pwrite":
         h.pwrite(data(op[2], op[3]), op[1], flags_of(op[4] if len(op) > 4 else []))
         return "ok"
+    if kind == "pwritez":
+        h.pwrite(bytes(op[2]), op[1], flags_of(op[3] if len(op) > 3 else []))
+        return "ok"
+    if kind == "rewrite":
+        h.pwrite(h.pread(op[2], op[1]), op[1])
+        return "ok"
     if kind in ("zero", "trim", "cache"):
         fn = {"zero": h.zero, "trim": h.trim, "cache": h.cache}[kind]
         fn(op[2], op[1], flags_of(op[3] if len(op) > 3 else []))
@@ -87,7 +95,15 @@ def run(h, op):
             return 0
 
         h.block_status(op[2], op[1], cb, flags_of(op[3] if len(op) > 3 else []))
-        return out
+        # nbdkit may describe more than was asked (to the end of a page),
+        # nbdstate never: compare the part that was asked for.
+        clipped, total = [], 0
+        for length, kind_ in out:
+            if total >= op[2]:
+                break
+            clipped.append([min(length, op[2] - total), kind_])
+            total += length
+        return clipped
     if kind == "aio_pwrites":
         cookies = [h.aio_pwrite(data(n, seed), off) for off, n, seed in op[1]]
         results = []
