@@ -111,6 +111,7 @@ export default function createFilter(): Filter<Handle> {
 
     pwrite(next, h, buf, offset, flags) {
       if ((offset % h.minblock) + (buf.length % h.minblock) === 0 && buf.length <= h.maxdata) {
+        if (lock.tryShared()) return next.pwrite(buf, offset, flags).finally(lock.releaseShared);
         return lock.shared(() => next.pwrite(buf, offset, flags));
       }
       return splitWrite(next, h, lock, buf, offset, flags);
@@ -118,6 +119,7 @@ export default function createFilter(): Filter<Handle> {
 
     trim(next, h, count, offset, flags) {
       if ((offset % h.minblock) + (count % h.minblock) === 0 && count <= h.maxlen) {
+        if (lock.tryShared()) return next.trim(count, offset, flags).finally(lock.releaseShared);
         return lock.shared(() => next.trim(count, offset, flags));
       }
       return splitTrim(next, h, lock, count, offset, flags);
@@ -125,7 +127,10 @@ export default function createFilter(): Filter<Handle> {
 
     zero(next, h, count, offset, flags) {
       const aligned = (offset % h.minblock) + (count % h.minblock) === 0;
-      if (aligned && count <= h.maxlen) return lock.shared(() => next.zero(count, offset, flags));
+      if (aligned && count <= h.maxlen) {
+        if (lock.tryShared()) return next.zero(count, offset, flags).finally(lock.releaseShared);
+        return lock.shared(() => next.zero(count, offset, flags));
+      }
       // Split zeroes are not fast: a later piece could only fail late.
       if (flags & FLAG_FAST_ZERO) throw new NbdError(NBD_ENOTSUP, "blocksize: fast zero of an unaligned or oversized range");
       return splitZero(next, h, lock, count, offset, flags);

@@ -10,7 +10,7 @@
 // The callbacks are chosen once at configComplete: a mode that does not
 // touch a request has no callback for it.
 
-import { FLAG_FUA, type Context, type Filter } from "../../backend/types.js";
+import { FLAG_FUA, type Filter } from "../../backend/types.js";
 import { parseChoice } from "../kit/choice.js";
 
 const MODES = ["none", "emulate", "native", "force", "pass", "discard"] as const;
@@ -41,8 +41,6 @@ export default function createFilter(): Filter {
   return filter;
 }
 
-type WriteOp = (next: Context, flags: number) => Promise<void>;
-
 function callbacksFor(mode: Mode): Partial<Filter> {
   switch (mode) {
     case "pass":
@@ -52,21 +50,26 @@ function callbacksFor(mode: Mode): Partial<Filter> {
       return { canFua: () => "none" };
     case "native":
       return { prepare: needsFua("native"), canFua: () => "native" };
-    case "emulate": {
-      const emulate = (next: Context, flags: number, op: WriteOp): Promise<void> => {
-        if (!(flags & FLAG_FUA)) return op(next, flags);
-        return op(next, flags & ~FLAG_FUA).then(() => next.flush(0));
-      };
+    case "emulate":
+      // FUA becomes a flush after the write; writes without FUA go down as they are.
       return {
         async prepare(next, _h, readonly) {
           if (!readonly && !(await next.canFlush())) throw new Error("fua: fuamode 'emulate' requires plugin flush support");
         },
         canFua: () => "emulate",
-        pwrite: (next, _h, buf, off, flags) => emulate(next, flags, (n, f) => n.pwrite(buf, off, f)),
-        trim: (next, _h, count, off, flags) => emulate(next, flags, (n, f) => n.trim(count, off, f)),
-        zero: (next, _h, count, off, flags) => emulate(next, flags, (n, f) => n.zero(count, off, f)),
+        pwrite(next, _h, buf, off, flags) {
+          if (!(flags & FLAG_FUA)) return next.pwrite(buf, off, flags);
+          return next.pwrite(buf, off, flags & ~FLAG_FUA).then(() => next.flush(0));
+        },
+        trim(next, _h, count, off, flags) {
+          if (!(flags & FLAG_FUA)) return next.trim(count, off, flags);
+          return next.trim(count, off, flags & ~FLAG_FUA).then(() => next.flush(0));
+        },
+        zero(next, _h, count, off, flags) {
+          if (!(flags & FLAG_FUA)) return next.zero(count, off, flags);
+          return next.zero(count, off, flags & ~FLAG_FUA).then(() => next.flush(0));
+        },
       };
-    }
     case "force":
       return {
         prepare: needsFua("force"),

@@ -24,7 +24,8 @@ export class RwLock {
   private queue: Waiter[] = [];
   private head = 0;
 
-  private readonly releaseShared = (): void => {
+  /** Give back a shared hold taken with tryShared (bound: pass it to .finally). */
+  readonly releaseShared = (): void => {
     this.readers--;
     this.pump();
   };
@@ -32,6 +33,17 @@ export class RwLock {
     this.writer = false;
     this.pump();
   };
+
+  /**
+   * Take a shared hold now if nobody holds or waits for the lock alone
+   * (true), for callers that then run their request and `.finally(releaseShared)`
+   * without building a closure; false: use shared().
+   */
+  tryShared(): boolean {
+    if (this.writer || this.head !== this.queue.length) return false;
+    this.readers++;
+    return true;
+  }
 
   /** Run fn while holding the lock shared (with other shared holders). */
   shared<T>(fn: () => Promise<T>): Promise<T> {

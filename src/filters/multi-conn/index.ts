@@ -79,15 +79,19 @@ export default function createFilter(): Filter<Handle> {
     }
   }
 
-  /** A write-like request: mark dirty, and with emulation turn FUA into a replayed flush. */
-  function written(next: Context, h: Handle, flags: number, op: (flags: number) => Promise<void>): Promise<void> {
+  /**
+   * A write-like request: whether it goes down with FUA as it is. Without
+   * FUA it marks the connection dirty; with FUA under emulation it marks
+   * it too, and the caller sends it without FUA and then replays a flush.
+   */
+  function plainWrite(h: Handle, flags: number): boolean {
     if (!(flags & FLAG_FUA)) {
       markDirty(h, true);
-      return op(flags);
+      return true;
     }
-    if (h.mode !== "emulate") return op(flags);
+    if (h.mode !== "emulate") return true;
     markDirty(h, true);
-    return op(flags & ~FLAG_FUA).then(() => flush(next, h, 0));
+    return false;
   }
 
   async function leave(h: Handle): Promise<void> {
@@ -207,13 +211,16 @@ export default function createFilter(): Filter<Handle> {
       return next.cache(count, off, flags);
     },
     pwrite(next, h, buf, off, flags) {
-      return written(next, h, flags, (f) => next.pwrite(buf, off, f));
+      if (plainWrite(h, flags)) return next.pwrite(buf, off, flags);
+      return next.pwrite(buf, off, flags & ~FLAG_FUA).then(() => flush(next, h, 0));
     },
     trim(next, h, count, off, flags) {
-      return written(next, h, flags, (f) => next.trim(count, off, f));
+      if (plainWrite(h, flags)) return next.trim(count, off, flags);
+      return next.trim(count, off, flags & ~FLAG_FUA).then(() => flush(next, h, 0));
     },
     zero(next, h, count, off, flags) {
-      return written(next, h, flags, (f) => next.zero(count, off, f));
+      if (plainWrite(h, flags)) return next.zero(count, off, flags);
+      return next.zero(count, off, flags & ~FLAG_FUA).then(() => flush(next, h, 0));
     },
     flush(next, h, flags) {
       return flush(next, h, flags);
