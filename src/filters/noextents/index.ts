@@ -9,6 +9,7 @@ export default function createFilter(): Filter {
     name: "noextents",
     version: "1.0.0",
     longname: "nbdstate noextents filter",
+    configHelp: "No parameters of its own: every parameter goes to the plugin.",
     description: "Disable extents (block status) of the underlying plugin.",
 
     canExtents() {

@@ -9,6 +9,7 @@ export default function createFilter(): Filter {
     name: "nofilter",
     version: "1.0.0",
     longname: "nbdstate nofilter filter",
+    configHelp: "No parameters of its own: every parameter goes to the plugin.",
     description: "A filter that passes every request through unchanged.",
   };
 }
