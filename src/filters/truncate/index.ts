@@ -6,8 +6,9 @@
 // succeeds, writing anything else fails with ENOSPC. Requests that lie
 // wholly inside the plugin go down unchanged.
 
+import { clipExtents } from "../../backend/extents.js";
 import { parseSize } from "../../backend/size.js";
-import { FLAG_FAST_ZERO, NbdError, type Context, type Extent, type Filter } from "../../backend/types.js";
+import { FLAG_FAST_ZERO, NbdError, type Context, type Filter } from "../../backend/types.js";
 import { NBD_ENOSPC, NBD_ENOTSUP } from "../../protocol/constants.js";
 import { isZero } from "../kit/zeros.js";
 
@@ -133,7 +134,7 @@ export default function createFilter(): Filter<TruncateHandle> {
       if (offset + count <= h.real) return next.extents(count, offset, flags);
       // Only the part inside the plugin: the client asks again for the rest.
       const n = h.real - offset;
-      return next.extents(n, offset, flags).then((list) => clip(list, n));
+      return next.extents(n, offset, flags).then((list) => clipExtents(list, n));
     },
 
     cache(next, h, count, offset, flags) {
@@ -147,18 +148,4 @@ export default function createFilter(): Filter<TruncateHandle> {
 async function fastZero(next: Context, count: number, offset: number, flags: number): Promise<void> {
   if (!(await next.canFastZero())) throw new NbdError(NBD_ENOTSUP, "truncate: fast zero is not supported by the plugin");
   await next.zero(count, offset, flags);
-}
-
-/** Extents cut to at most `limit` bytes. */
-function clip(list: Extent[], limit: number): Extent[] {
-  const out: Extent[] = [];
-  let total = 0;
-  for (const e of list) {
-    if (total >= limit) break;
-    const length = Math.min(e.length, limit - total);
-    if (length <= 0) continue;
-    out.push(length === e.length ? e : { length, type: e.type });
-    total += length;
-  }
-  return out;
 }
