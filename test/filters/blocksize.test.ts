@@ -3,12 +3,15 @@
 // bytes), concurrent read-modify-writes that must not lose each other's
 // bytes, and blocksize-policy's additions after 1.32 (write-disconnect,
 // strict-error, the short last block).
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { makeTmpDir, removeTmpDir, run } from "../helpers/server.js";
 import { requirePythonLibnbd, requireTools, TOOLS } from "../helpers/tools.js";
 import { checkSame, expectSame, runBoth, type Op } from "./policy-diff.js";
 
-const ready = requireTools([TOOLS.nbdkit, TOOLS.nbdinfo]) && requirePythonLibnbd();
+const ready = requireTools([TOOLS.nbdkit, TOOLS.nbdinfo, TOOLS.nbdcopy]) && requirePythonLibnbd();
 const MEM = ["memory", "1M"];
 
 /** Unaligned and oversized requests of every kind, then everything read back. */
@@ -81,6 +84,37 @@ describe.skipIf(!ready)("blocksize filter: same as nbdkit", { concurrent: true }
     const ops: Op[] = [["aio_pwrites", writes], ["disk"]];
     const r = await expectSame({ filters: ["blocksize"], plugin: MEM, params: ["minblock=4k"] }, ops);
     expect(r.nbdstate.probe!.ops![1]).toBe(hash);
+  });
+});
+
+describe.skipIf(!ready)("blocksize filter with nbdcopy (4 connections, many requests in flight)", () => {
+  it("an odd-sized file behind blocksize minblock=4k and truncate round-up=4k: copied in and out intact", async () => {
+    const tmp = makeTmpDir("nbdstate-bscopy-");
+    try {
+      const src = join(tmp, "src.bin");
+      const data = randomBytes(300_001);
+      writeFileSync(src, data);
+      const out = join(tmp, "out");
+      const r = await runBoth(
+        { filters: ["blocksize", "truncate"], plugin: ["file", "$DIR/d.img"], files: { "d.img": Buffer.alloc(300_001) }, params: ["minblock=4k", "round-up=4k"] },
+        [],
+        async (sock, kind) => {
+          const uri = `nbd+unix:///?socket=${sock}`;
+          const into = await run("nbdcopy", [src, uri], { timeoutMs: 30_000 });
+          const back = await run("nbdcopy", [uri, `${out}.${kind}`], { timeoutMs: 30_000 });
+          return { into: into.code, back: back.code, stderr: into.stderr + back.stderr };
+        },
+      );
+      for (const kind of ["nbdkit", "nbdstate"] as const) {
+        expect(r.extra[kind], kind).toEqual({ into: 0, back: 0, stderr: "" });
+        const copied = readFileSync(`${out}.${kind}`);
+        expect(copied.length).toBe(303_104); // rounded up to 4 KiB
+        expect(copied.subarray(0, data.length).equals(data), kind).toBe(true);
+        expect(copied.subarray(data.length).every((b) => b === 0)).toBe(true);
+      }
+    } finally {
+      removeTmpDir(tmp);
+    }
   });
 });
 
