@@ -122,9 +122,10 @@ export async function eachKind<T>(args: readonly string[], fn: (s: Server) => Pr
 /** Run a python3-libnbd script (PRELUDE helpers) and parse its last JSON line before OK. */
 export async function py<T = unknown>(script: string, uri: string, extra: string[] = []): Promise<T> {
   const r = await pythonOk(script, uri, extra);
-  const lines = r.stdout.trim().split("\n");
-  const json = lines.filter((l) => l.startsWith("{") || l.startsWith("[")).pop();
-  return (json ? JSON.parse(json) : undefined) as T;
+  // The line just before the final OK.
+  const lines = r.stdout.trimEnd().split("\n");
+  const json = lines[lines.length - 2];
+  return (json !== undefined ? JSON.parse(json) : undefined) as T;
 }
 
 /** Python: elapsed seconds of a call. */
