@@ -121,7 +121,7 @@ export async function eachKind<T>(args: readonly string[], fn: (s: Server) => Pr
 
 /** Run a python3-libnbd script (PRELUDE helpers) and parse its last JSON line before OK. */
 export async function py<T = unknown>(script: string, uri: string, extra: string[] = []): Promise<T> {
-  const r = await pythonOk(script, uri, extra);
+  const r = await pythonOk(script, uri, extra, 20_000);
   // The line just before the final OK.
   const lines = r.stdout.trimEnd().split("\n");
   const json = lines[lines.length - 2];
