@@ -5,7 +5,8 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import createLog from "../../src/filters/log/index.js";
-import { makeTmpDir, removeTmpDir, run, runOk } from "../helpers/server.js";
+import { fixed, humanSize } from "../../src/filters/stats/report.js";
+import { makeTmpDir, removeTmpDir, run, runOk, sleep } from "../helpers/server.js";
 import { haveClients, isNbdkit, KINDS, launch, py, type Kind, type Server } from "./fault-helpers.js";
 
 const tmp = makeTmpDir("nbdstate-log-");
@@ -22,6 +23,9 @@ async function session(k: Kind, args: string[], file: string, client: (s: Server
   } finally {
     s.child.kill("SIGTERM");
     await s.exit;
+    // nbdkit's log scripts can still be running after it exits (its system()
+    // calls do not always wait for them): give them a moment.
+    if (k === "nbdkit") await sleep(300);
     text = existsSync(path) ? readFileSync(path, "utf8") : "";
     await s.stop();
   }
@@ -218,5 +222,18 @@ print("OK")
       expect(r.code, `${k} ${bad}`).toBe(1);
       expect(r.stderr.trim().split("\n")).toHaveLength(1);
     }
+  });
+});
+
+describe("stats report numbers", () => {
+  it("print as C's printf does: exact ties to even, everything else by the exact binary value", () => {
+    const cases: [number, number, string][] = [
+      [0.125, 2, "0.12"], [0.375, 2, "0.38"], [2.5, 0, "2"], [3.5, 0, "4"],
+      [1.115, 2, "1.11"], [12.35, 1, "12.3"], [5e-7, 6, "0.000000"], [100, 1, "100.0"], [83.33333, 1, "83.3"],
+    ];
+    for (const [x, d, want] of cases) expect(fixed(x, d), `${x} %.${d}f`).toBe(want);
+    expect([humanSize(0), humanSize(1023.9), humanSize(1152), humanSize(1536 * 1024), humanSize(3 * 2 ** 30)]).toEqual([
+      "0 bytes", "1023 bytes", "1.12 KiB", "1.50 MiB", "3.00 GiB",
+    ]);
   });
 });

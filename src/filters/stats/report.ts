@@ -5,15 +5,34 @@ const KiB = 1024;
 const MiB = 1024 * 1024;
 const GiB = 1024 * 1024 * 1024;
 
-/** printf("%.Nf"): round half to even on exact ties, as glibc does (toFixed rounds them up). */
+/**
+ * printf("%.Nf"). toFixed rounds the exact binary value, as glibc does,
+ * except on an exact tie (0.125 to 2 places), which toFixed rounds up and
+ * glibc to even: those are found exactly, with BigInt.
+ */
 export function fixed(x: number, digits: number): string {
-  const s = x * 10 ** digits;
-  if (Number.isInteger(s * 2) && !Number.isInteger(s)) {
-    const down = Math.floor(s);
-    const n = down % 2 === 0 ? down : down + 1;
-    return (n / 10 ** digits).toFixed(digits);
-  }
-  return x.toFixed(digits);
+  const n = tieRoundedToEven(x, digits);
+  if (n === null) return x.toFixed(digits);
+  const str = n.toString().padStart(digits + 1, "0");
+  return digits === 0 ? str : `${str.slice(0, -digits)}.${str.slice(-digits)}`;
+}
+
+/** If x * 10^digits is exactly k + 1/2 (x >= 0), the even one of k, k + 1; else null. */
+function tieRoundedToEven(x: number, digits: number): bigint | null {
+  if (!(x >= 0) || !Number.isFinite(x)) return null;
+  const dv = new DataView(new ArrayBuffer(8));
+  dv.setFloat64(0, x);
+  const bits = dv.getBigUint64(0);
+  const biased = Number((bits >> 52n) & 0x7ffn);
+  const frac = bits & ((1n << 52n) - 1n);
+  const m = biased === 0 ? frac : frac | (1n << 52n);
+  const e = biased === 0 ? -1074 : biased - 1075; // x = m * 2^e
+  if (e >= 0) return null; // an integer: no half
+  const twice = m * 2n * 10n ** BigInt(digits); // 2 * x * 10^digits * 2^-e
+  const q = twice >> BigInt(-e);
+  if (q << BigInt(-e) !== twice || (q & 1n) === 0n) return null; // not an odd number of halves
+  const k = q >> 1n;
+  return (k & 1n) === 0n ? k : k + 1n;
 }
 
 /** printf("%W.Nf"). */
