@@ -12,6 +12,7 @@ export default function createFilter(): Filter<{ counted: boolean }> {
     version: "1.0.0",
     longname: "nbdstate exitlast filter",
     description: "Exit when the last client connection closes.",
+    configHelp: "(no parameters of its own)",
     afterFork(_lower, services) {
       server = services;
     },
