@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import createDelay from "../../src/filters/delay/index.js";
 import createError from "../../src/filters/error/index.js";
 import createRetryRequest from "../../src/filters/retry-request/index.js";
-import { makeTmpDir, removeTmpDir, runCli } from "../helpers/server.js";
+import { makeTmpDir, removeTmpDir, runCli, runOk } from "../helpers/server.js";
 import { runningStack } from "../helpers/stack.js";
 import { createCountingPlugin } from "./counting-plugin.js";
 import { eachKind, haveClients, isNbdkit, KINDS, launch, py, PY_TIMER } from "./fault-helpers.js";
@@ -321,3 +321,40 @@ async function runCliAs(kind: "nbdstate" | "nbdkit", args: string[]) {
   }
   return runCli(["-f", "-U", join(tmp, "unused.sock"), ...args], { timeoutMs: 15_000 });
 }
+
+describe.skipIf(!haveClients)("export flags through each filter", () => {
+  // Block sizes aside: nbdstate's server states defaults where nbdkit states none.
+  const flags = (json: string) => {
+    const e = JSON.parse(json).exports[0];
+    for (const k of ["uri", "block_size_minimum", "block_size_preferred", "block_size_maximum"]) delete e[k];
+    return e;
+  };
+  const cases: [string, string[]][] = [
+    ["delay", ["delay-zero=1", "delay-fast-zero=false", "rdelay=1ms"]],
+    ["error", ["error-rate=0"]],
+    ["rate", ["rate=1G"]],
+    ["retry-request", []],
+    ["exitlast", []],
+    ["exitwhen", ["exit-when-file-created=/nonexistent/stop"]],
+    ["pause", ["pause-control=ctl.sock"]],
+    ["log", ["logfile=log.txt"]],
+    ["stats", ["statsfile=stats.txt"]],
+  ];
+  it.each(cases)("--filter=%s: nbdinfo --json shows nbdkit's flags and size, read-write and -r", async (filter, params) => {
+    for (const ro of [[], ["-r"]]) {
+      const res = await eachKind([...ro, `--filter=${filter}`, "memory", "1M", ...params], async (s) =>
+        flags((await runOk("nbdinfo", ["--json", s.uri])).stdout),
+      );
+      expect(res.nbdstate["export-size"]).toBe(1048576);
+      expect(res.nbdstate.is_read_only).toBe(ro.length > 0);
+      expect(res.nbdstate.contexts).toEqual(["base:allocation"]);
+      if (filter === "exitlast" && !isNbdkit) {
+        // nbdkit exits once nbdinfo's NBD_OPT_INFO context closes, before
+        // nbdinfo has read the content: nbdstate lets it finish.
+        expect(res.nbdstate.content).toBe("data");
+        if (res.nbdkit) delete res.nbdstate.content;
+      }
+      if (res.nbdkit) expect(res.nbdstate, filter).toEqual(res.nbdkit);
+    }
+  });
+});

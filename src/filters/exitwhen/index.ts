@@ -6,6 +6,7 @@
 
 import { resolve } from "node:path";
 import type { Filter, ServerServices } from "../../backend/types.js";
+import { GRACE_MS } from "../exitlast/index.js";
 import { checkFd, fileCreated, fileDeleted, pipeClosed, processExits, script, type ExitEvent } from "./events.js";
 
 export default function createFilter(): Filter<{ counted: boolean }> {
@@ -40,6 +41,15 @@ export default function createFilter(): Filter<{ counted: boolean }> {
       server?.debug("exitwhen: exiting, no client connected");
       server?.shutdown("exitwhen: the event happened");
     }
+  }
+
+  /**
+   * After a close: as exitlast, wait a moment first (a client that asked
+   * NBD_OPT_INFO may be about to open the export for real).
+   */
+  function shutdownIfIdleSoon(): void {
+    if (!exiting || connections !== 0) return;
+    setTimeout(shutdownIfIdle, GRACE_MS);
   }
 
   const parseUint = (key: string, value: string, max: number): number => {
@@ -134,7 +144,7 @@ export default function createFilter(): Filter<{ counted: boolean }> {
       if (!h.counted) return;
       await check();
       connections--;
-      shutdownIfIdle();
+      shutdownIfIdleSoon();
     },
 
     unload() {
