@@ -341,7 +341,7 @@ describe.skipIf(!haveClients)("export flags through each filter", () => {
     ["stats", ["statsfile=stats.txt"]],
   ];
   it.each(cases)("--filter=%s: nbdinfo --json shows nbdkit's flags and size, read-write and -r", async (filter, params) => {
-    for (const ro of [[], ["-r"]]) {
+    await Promise.all([[], ["-r"]].map(async (ro) => {
       const res = await eachKind([...ro, `--filter=${filter}`, "memory", "1M", ...params], async (s) =>
         flags((await runOk("nbdinfo", ["--json", s.uri])).stdout),
       );
@@ -355,6 +355,6 @@ describe.skipIf(!haveClients)("export flags through each filter", () => {
         if (res.nbdkit) delete res.nbdstate.content;
       }
       if (res.nbdkit) expect(res.nbdstate, filter).toEqual(res.nbdkit);
-    }
+    }));
   });
 });
