@@ -80,6 +80,22 @@ describe.skipIf(!haveClients)("log filter", () => {
     if (KINDS.includes("nbdkit")) expect(ours).toEqual(strip(logs.nbdkit));
   });
 
+  it("read-only, with an export name to quote: the Connect line and listing as nbdkit's (both servers)", async () => {
+    const logs = {} as Record<Kind, string[]>;
+    await Promise.all(
+      KINDS.map(async (k) => {
+        const text = await session(k, ["-r", "--filter=log", "memory", "1M", "logfile=log.txt"], "log.txt", async (s) => {
+          await runOk("nbdinfo", ["--size", s.uri.replace("nbd+unix:///", "nbd+unix:///a%20b%24%22")]);
+        });
+        logs[k] = text.trimEnd().split("\n").map((l) => l.replace(TS, ""));
+      }),
+    );
+    expect(logs.nbdstate).toContain(
+      'connection=1 Connect export="a b\\$\\"" tls=0 size=0x100000 minsize=0x0 prefsize=0x0 maxsize=0x0 write=0 flush=1 rotational=0 trim=0 zero=0 fua=0 extents=1 cache=2 fast_zero=0',
+    );
+    if (KINDS.includes("nbdkit")) expect(logs.nbdstate).toEqual(logs.nbdkit);
+  });
+
   it("logappend=true appends to the file; by default it is truncated (both servers)", async () => {
     for (const k of KINDS) {
       const f = join(tmp, `append-${k}.log`);
