@@ -204,7 +204,10 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
           inspect,
           log: (m) => settings.log(`${id}: ${m}`),
           onClosed: (fin) => {
-            messenger.close(neg.opened, fin).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`)).finally(finish);
+            const closed = messenger.close(neg.opened, fin).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`));
+            // After the transmission has ended the socket (it does once this settles).
+            void closed.finally(() => setImmediate(finish));
+            return closed;
           },
         });
         if (stream.destroyed) tx.clientClosed();

@@ -26,8 +26,11 @@ export interface TransmissionOptions {
   maxInFlightBytes: number;
   inspect?: (ev: InspectionEvent) => void;
   log?: (msg: string) => void;
-  /** The context is closed and the socket ended; finalize says whether the client left cleanly. */
-  onClosed: (finalize: boolean) => void;
+  /**
+   * Close the context (finalize says whether the client left cleanly);
+   * the socket is ended once the returned promise settles.
+   */
+  onClosed: (finalize: boolean) => Promise<void> | void;
 }
 
 const HEADER = 28;
@@ -113,8 +116,11 @@ export class Transmission {
     this.stopped = true;
     // A context never sees a close while its requests are still running.
     if (this.inFlight > 0) await new Promise<void>((r) => this.drainedWaiters.push(r));
-    if (!this.clientGone) this.socket.end();
-    this.o.onClosed(!this.clientGone);
+    // As nbdkit: a client that leaves cleanly sees the connection end only
+    // after the context is finalized (delay-close, log's Disconnect line).
+    const clean = !this.clientGone;
+    await this.o.onClosed(clean);
+    if (clean) this.socket.end();
   }
 
   /** Parse and dispatch every complete request in the queue. */
