@@ -29,13 +29,16 @@ export class SharedContexts {
   async acquire(layer: Layer, o: OpenOptions): Promise<Context> {
     const readonly = o.readonly ?? false;
     const exportName = o.exportName ?? "";
-    const key = `${layer.name}:${readonly ? "ro" : "rw"}:${exportName}`;
+    const tls = o.tls ?? false;
+    // TLS is part of the key: a plugin may serve other data to TLS clients,
+    // so a context opened for one must never serve a plain-text client.
+    const key = `${layer.name}:${readonly ? "ro" : "rw"}${tls ? "+tls" : ""}:${exportName}`;
     let entry = this.handles.get(key);
     if (!entry) {
       const handle = new SharedHandle<Opened>({
         name: key,
         inspect: layer.stack.inspect,
-        open: () => openPrepared(layer, readonly, exportName, o.tls ?? false),
+        open: () => openPrepared(layer, readonly, exportName, tls),
         close: (opened) => finalizeAndClose(opened),
       });
       handle.afterFork();
