@@ -1,0 +1,73 @@
+// Temporary files for filters that keep data of their own (cow's overlay,
+// cache's blocks): created in $TMPDIR (default /var/tmp, as nbdkit: it is
+// meant for large files and usually not a RAM disk), unlinked at once so
+// nothing is left behind, even after a crash.
+
+import { randomBytes } from "node:crypto";
+import { statfs } from "node:fs/promises";
+import { open, unlink, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { punchHole, readFull, writeFull } from "../../plugins/file/io.js";
+
+/** Where temporary files go: $TMPDIR, else /var/tmp. */
+export function tmpDir(): string {
+  const t = process.env.TMPDIR;
+  return t !== undefined && t !== "" ? t : "/var/tmp";
+}
+
+export class TempFile {
+  private closed = false;
+
+  private constructor(
+    private readonly fh: FileHandle,
+    /** The file's name when it was created (already unlinked). */
+    readonly path: string,
+  ) {}
+
+  /** Create and unlink a new file in tmpDir(); errors name the directory. */
+  static async create(what: string): Promise<TempFile> {
+    const dir = tmpDir();
+    const path = join(dir, `nbdstate-${what}-${randomBytes(6).toString("hex")}`);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, "wx+", 0o600);
+    } catch (e) {
+      throw new Error(`${what}: cannot create a temporary file in ${dir} (set TMPDIR): ${(e as Error).message}`);
+    }
+    await unlink(path).catch(() => {});
+    return new TempFile(fh, path);
+  }
+
+  /** The file system block size of tmpDir() (cache's minimum block size). */
+  static async blockSize(): Promise<number> {
+    try {
+      return (await statfs(tmpDir())).bsize;
+    } catch {
+      return 4096;
+    }
+  }
+
+  truncate(size: number): Promise<void> {
+    return this.fh.truncate(size);
+  }
+
+  /** Read buf.length bytes at offset (zeros past the end of the file). */
+  read(buf: Buffer, offset: number): Promise<void> {
+    return readFull(this.fh, buf, offset);
+  }
+
+  write(buf: Buffer, offset: number): Promise<void> {
+    return writeFull(this.fh, buf, offset);
+  }
+
+  /** Give back the space of [offset, offset + length) if the file system can; best effort. */
+  async discard(offset: number, length: number): Promise<void> {
+    await punchHole(this.fh.fd, offset, length).catch(() => false);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+}
