@@ -350,7 +350,8 @@ export class BlockCache {
       if (bytes() >= this.limits.high) await this.reclaimer;
       return;
     }
-    this.reclaimer = (async () => {
+    // Started on the next microtask, so that this.reclaimer is set before it can finish.
+    const run = async () => {
       try {
         while (bytes() >= this.limits.low) {
           let evicted = false;
@@ -373,7 +374,8 @@ export class BlockCache {
         if (bytes() < this.limits.low) this.reclaiming = false;
         this.reclaimer = null;
       }
-    })();
+    };
+    this.reclaimer = Promise.resolve().then(run);
     await this.reclaimer;
   }
 
