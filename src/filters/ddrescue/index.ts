@@ -29,7 +29,11 @@ export default function createFilter(): Filter<void> {
         throw new Error(`ddrescue: ${value}: ${(e as Error).message}`);
       }
       // Several mapfiles add up, as in nbdkit.
-      ranges.push(...parseMapfile(text, value));
+      try {
+        ranges.push(...parseMapfile(text, value));
+      } catch (e) {
+        throw new Error(`ddrescue: ${(e as Error).message}`);
+      }
       given = true;
     },
 
