@@ -37,7 +37,9 @@ export default function createFilter(): Filter<ScanHandle> {
     do {
       let offset = scanClock ? clock : 0;
       while (offset < size && !h.stop) {
-        if (scanAhead && h.notify > offset) offset = h.notify;
+        // A read ended beyond: skip to it (each notification is used once).
+        if (h.notify > offset) offset = h.notify;
+        h.notify = 0;
         if (clock < offset) clock = offset;
         if (offset >= size) break;
         await next.cache(Math.min(scanSize, size - offset), offset, 0).catch(() => {});
