@@ -18,6 +18,8 @@ import { BlockCache, type Limits, type Mode } from "./store.js";
 interface CacheHandle {
   exportName: string;
   c: BlockCache | null;
+  /** Counted in c.users (from prepare until finalize, or close when finalize never came). */
+  counted: boolean;
 }
 
 function cache(h: CacheHandle): BlockCache {
@@ -158,18 +160,20 @@ export default function createFilter(): Filter<CacheHandle> {
 
     async open(a) {
       await a.next();
-      return { exportName: a.exportName, c: null };
+      return { exportName: a.exportName, c: null, counted: false };
     },
 
     async prepare(next, h) {
       h.c = await cacheFor(h.exportName, await next.getSize());
       h.c.users++;
+      h.counted = true;
     },
 
     async finalize(next, h) {
       const c = h.c;
-      if (!c) return;
+      if (!c || !h.counted) return;
       c.users--;
+      h.counted = false;
       // The last client has gone: write back what it left, rather than keep
       // it only here (nbdkit keeps it, and loses it when the server exits).
       if (c.users === 0 && c.mode === "writeback" && c.dirty.size > 0) {
@@ -180,6 +184,11 @@ export default function createFilter(): Filter<CacheHandle> {
           services?.log(`cache: writing back at disconnect: ${(e as Error).message} (the blocks stay dirty)`);
         }
       }
+    },
+
+    close(h) {
+      if (h.counted && h.c) h.c.users--;
+      h.counted = false;
     },
 
     getSize(_next, h) {

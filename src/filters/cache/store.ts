@@ -95,10 +95,10 @@ export class BlockCache {
   }
 
   /** Store a whole block (b locked, not cached): data is its blockLen(b) bytes. */
-  private async insert(b: number, data: Buffer, dirty: boolean): Promise<void> {
+  private insert(b: number, data: Buffer, dirty: boolean): void {
     const slot = this.freeSlots.pop() ?? this.slots++;
     try {
-      await this.file.write(data, slot * this.bs);
+      this.file.write(data, slot * this.bs);
     } catch (e) {
       this.freeSlots.push(slot);
       throw e;
@@ -146,7 +146,7 @@ export class BlockCache {
         if (e) {
           const to = Math.min(end, bstart + this.bs);
           this.touch(b, e);
-          jobs.push(this.file.read(buf.subarray(from - offset, to - offset), e.slot * this.bs + (from - bstart)));
+          this.file.read(buf.subarray(from - offset, to - offset), e.slot * this.bs + (from - bstart));
           b++;
           continue;
         }
@@ -169,12 +169,10 @@ export class BlockCache {
     const len = Math.min((hi + 1) * this.bs, this.size) - start;
     const data = Buffer.allocUnsafe(len);
     await next.pread(data, start, 0);
-    const jobs: Promise<void>[] = [];
     for (let b = lo; b <= hi; b++) {
       const s = (b - lo) * this.bs;
-      jobs.push(this.insert(b, data.subarray(s, s + this.blockLen(b)), false));
+      this.insert(b, data.subarray(s, s + this.blockLen(b)), false);
     }
-    await Promise.all(jobs);
     if (out) data.copy(out, 0, from - start, from - start + out.length);
   }
 
@@ -218,7 +216,7 @@ export class BlockCache {
         return;
       }
       try {
-        await this.file.write(bytes, e.slot * this.bs + (from - bstart));
+        this.file.write(bytes, e.slot * this.bs + (from - bstart));
       } catch (err) {
         // A clean block must equal what is below: forget it rather than keep it stale.
         if (!e.dirty) this.drop(b, e);
@@ -231,7 +229,7 @@ export class BlockCache {
     }
     if (this.covers(b, offset, end)) {
       // Zeros written through are not worth a slot; other whole blocks are cached.
-      if (!(through && !data)) await this.insert(b, bytes, !through);
+      if (!(through && !data)) this.insert(b, bytes, !through);
       return;
     }
     if (through) return; // a partial block not cached: below has it, nothing to do
@@ -239,7 +237,7 @@ export class BlockCache {
     const blk = Buffer.allocUnsafe(this.blockLen(b));
     await next.pread(blk, bstart, 0);
     bytes.copy(blk, from - bstart);
-    await this.insert(b, blk, true);
+    this.insert(b, blk, true);
   }
 
   /** Trim below, then forget what the trim made stale: clean blocks it touched, dirty ones it covered. */
@@ -291,13 +289,10 @@ export class BlockCache {
       while (x <= hi && this.dirty.has(x)) x++;
       const start = b * this.bs;
       const data = Buffer.allocUnsafe(Math.min(x * this.bs, this.size) - start);
-      await Promise.all(
-        Array.from({ length: x - b }, (_, k) => {
-          const e = this.entries.get(b + k)!;
-          const s = k * this.bs;
-          return this.file.read(data.subarray(s, s + this.blockLen(b + k)), e.slot * this.bs);
-        }),
-      );
+      for (let k = 0; k < x - b; k++) {
+        const s = k * this.bs;
+        this.file.read(data.subarray(s, s + this.blockLen(b + k)), this.entries.get(b + k)!.slot * this.bs);
+      }
       await next.pwrite(data, start, 0);
       for (let k = b; k < x; k++) this.setDirty(k, this.entries.get(k)!, false);
       b = x;

@@ -61,6 +61,7 @@ export default function createFilter(): Filter<Handle> {
     version: "1.0.0",
     longname: "nbdstate cacheextents filter",
     description: "Remember the last block status answer of the layer below.",
+    configHelp: "(no parameters of its own: they go to the plugin)",
 
     async open(a) {
       await a.next();

@@ -60,6 +60,7 @@ export default function createFilter(): Filter<void> {
     version: "1.0.0",
     longname: "nbdstate checkwrite filter",
     description: "Check that what is written matches what the layer below holds.",
+    configHelp: "(no parameters of its own: they go to the plugin)",
 
     async open(a) {
       await a.next(true, a.exportName);

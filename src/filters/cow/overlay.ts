@@ -91,7 +91,7 @@ export class Overlay {
       const runEnd = Math.min(e * bs, end);
       const piece = buf.subarray(pos - offset, runEnd - offset);
       let job: Promise<void> | undefined;
-      if (s === DATA) job = this.file.read(piece, pos);
+      if (s === DATA) this.file.read(piece, pos);
       else if (s === BELOW) {
         cor ??= copyOnRead();
         job = cor ? this.copyUp(next, b, e - 1, piece, pos) : next.pread(piece, pos, 0);
@@ -123,7 +123,7 @@ export class Overlay {
         const to = Math.min(end, e * bs);
         const sub = piece.subarray(from - pos, to - pos);
         if (s === BELOW) jobs.push(this.copyBlocks(next, b, e - 1, sub, from));
-        else if (s === DATA) jobs.push(this.file.read(sub, from));
+        else if (s === DATA) this.file.read(sub, from);
         else sub.fill(0);
         b = e;
       }
@@ -137,7 +137,7 @@ export class Overlay {
     const len = Math.min((last + 1) * this.bs, this.size) - start;
     const blocks = Buffer.allocUnsafe(len);
     await next.pread(blocks, start, 0);
-    await this.file.write(blocks, start);
+    this.file.write(blocks, start);
     this.state.fill(DATA, first, last + 1);
     if (out) blocks.copy(out, 0, from - start, from - start + out.length);
   }
@@ -155,18 +155,23 @@ export class Overlay {
       let lo = first;
       let hi = last;
       if (!this.covers(first, offset, end)) {
-        jobs.push(this.modify(next, first, (blk, bstart) => void buf.copy(blk, Math.max(0, offset - bstart), Math.max(0, bstart - offset))));
+        const to = Math.min(end, first * this.bs + this.blockLen(first));
+        const j = this.patch(next, first, offset, to, buf.subarray(0, to - offset));
+        if (j) jobs.push(j);
         lo++;
       }
       if (hi >= lo && !this.covers(last, offset, end)) {
-        jobs.push(this.modify(next, last, (blk, bstart) => void buf.copy(blk, 0, bstart - offset)));
+        const from = last * this.bs;
+        const j = this.patch(next, last, from, end, buf.subarray(from - offset));
+        if (j) jobs.push(j);
         hi--;
       }
       if (hi >= lo) {
         // Whole blocks: one write, straight from the client's buffer.
         const from = lo * this.bs;
         const to = Math.min((hi + 1) * this.bs, end);
-        jobs.push(this.file.write(buf.subarray(from - offset, to - offset), from).then(() => void this.state.fill(DATA, lo, hi + 1)));
+        this.file.write(buf.subarray(from - offset, to - offset), from);
+        this.state.fill(DATA, lo, hi + 1);
       }
       await Promise.all(jobs);
     } finally {
@@ -174,24 +179,48 @@ export class Overlay {
     }
   }
 
-  /** Read-modify-write of block b (locked): patch gets the block's bytes and its start offset. */
-  private async modify(next: Context, b: number, patch: (blk: Buffer, bstart: number) => void): Promise<void> {
-    const bstart = b * this.bs;
-    const blk = Buffer.allocUnsafe(this.blockLen(b));
+  /**
+   * Put bytes [from, to) of block b (locked): src, or zeros when null. A
+   * block already in the overlay is written in place, at once; any other is
+   * built whole (its bytes from below, or zeros) and written (returns the
+   * promise of that read-modify-write).
+   */
+  private patch(next: Context, b: number, from: number, to: number, src: Buffer | null): Promise<void> | undefined {
     const s = this.state[b]!;
-    if (s === DATA) await this.file.read(blk, bstart);
-    else if (s === BELOW) await next.pread(blk, bstart, 0);
-    else blk.fill(0);
-    patch(blk, bstart);
-    await this.file.write(blk, bstart);
-    this.state[b] = DATA;
+    if (s === DATA) {
+      this.file.write(src ?? this.zeroBytes(to - from), from);
+      return undefined;
+    }
+    const bstart = b * this.bs;
+    if (s !== BELOW) {
+      const blk = Buffer.alloc(this.blockLen(b));
+      if (src) src.copy(blk, from - bstart);
+      this.file.write(blk, bstart);
+      this.state[b] = DATA;
+      return undefined;
+    }
+    return (async () => {
+      const blk = Buffer.allocUnsafe(this.blockLen(b));
+      await next.pread(blk, bstart, 0);
+      if (src) src.copy(blk, from - bstart);
+      else blk.fill(0, from - bstart, to - bstart);
+      this.file.write(blk, bstart);
+      this.state[b] = DATA;
+    })();
+  }
+
+  private zeros: Buffer | null = null;
+
+  private zeroBytes(n: number): Buffer {
+    if (!this.zeros || this.zeros.length < n) this.zeros = Buffer.alloc(Math.max(n, this.bs));
+    return this.zeros.subarray(0, n);
   }
 
   // ----------------------------------------------------------- zero, trim
 
   /**
    * Zero [offset, offset + count): whole blocks only change state (no I/O),
-   * partial ones are read, patched and written. Trim does the same (as
+   * partial ones are patched. Trim does the same (as
    * nbdkit, trimmed bytes read back as zeros).
    */
   async zero(next: Context, count: number, offset: number, flags: number, trim = false): Promise<void> {
@@ -213,11 +242,13 @@ export class Overlay {
       }
       const jobs: Promise<void>[] = [];
       if (headPartial) {
-        jobs.push(this.modify(next, first, (blk, bstart) => void blk.fill(0, offset - bstart, Math.min(blk.length, end - bstart))));
+        const j = this.patch(next, first, offset, Math.min(end, first * this.bs + this.blockLen(first)), null);
+        if (j) jobs.push(j);
         lo++;
       }
       if (tailPartial) {
-        jobs.push(this.modify(next, last, (blk, bstart) => void blk.fill(0, 0, end - bstart)));
+        const j = this.patch(next, last, last * this.bs, end, null);
+        if (j) jobs.push(j);
         hi--;
       }
       if (hi >= lo) {

@@ -2,12 +2,21 @@
 // cache's blocks): created in $TMPDIR (default /var/tmp, as nbdkit: it is
 // meant for large files and usually not a RAM disk), unlinked at once so
 // nothing is left behind, even after a crash.
+//
+// Reads and writes are synchronous pread/pwrite. Such a file is almost
+// always in the page cache, where a system call costs a few microseconds,
+// while a round trip through libuv's thread pool (4 threads, shared with
+// every other file request) costs tens: the file then behaves like memory
+// that the kernel may write out to $TMPDIR instead of to swap. When the
+// kernel has evicted the pages, a read waits for the disk and holds up the
+// other connections meanwhile, as a memory overlay would wait for swap.
 
 import { randomBytes } from "node:crypto";
+import { readSync, writeSync } from "node:fs";
 import { statfs } from "node:fs/promises";
 import { open, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { punchHole, readFull, writeFull } from "../../plugins/file/io.js";
+import { punchHole } from "../../plugins/file/io.js";
 
 /** Where temporary files go: $TMPDIR, else /var/tmp. */
 export function tmpDir(): string {
@@ -52,12 +61,28 @@ export class TempFile {
   }
 
   /** Read buf.length bytes at offset (zeros past the end of the file). */
-  read(buf: Buffer, offset: number): Promise<void> {
-    return readFull(this.fh, buf, offset);
+  read(buf: Buffer, offset: number): void {
+    const fd = this.fh.fd;
+    let pos = 0;
+    while (pos < buf.length) {
+      const n = readSync(fd, buf, pos, buf.length - pos, offset + pos);
+      if (n === 0) {
+        buf.fill(0, pos);
+        return;
+      }
+      pos += n;
+    }
   }
 
-  write(buf: Buffer, offset: number): Promise<void> {
-    return writeFull(this.fh, buf, offset);
+  /** Write all of buf at offset. */
+  write(buf: Buffer, offset: number): void {
+    const fd = this.fh.fd;
+    let pos = 0;
+    while (pos < buf.length) {
+      const n = writeSync(fd, buf, pos, buf.length - pos, offset + pos);
+      if (n === 0) throw Object.assign(new Error("write to the temporary file returned 0 bytes"), { code: "EIO" });
+      pos += n;
+    }
   }
 
   /** Give back the space of [offset, offset + length) if the file system can; best effort. */

@@ -16,6 +16,7 @@ export default function createFilter(): Filter<OpenOnceHandle> {
     version: "1.0.0",
     longname: "nbdstate openonce filter",
     description: "Open the layer below once per export; every client shares that one context.",
+    configHelp: "(no parameters of its own: they go to the plugin)",
 
     async open(a) {
       const ctx = await a.lower.open({ readonly: a.readonly, exportName: a.exportName, tls: a.tls, shared: true });

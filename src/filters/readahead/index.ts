@@ -50,6 +50,7 @@ export default function createFilter(): Filter<ReadaheadHandle> {
     version: "1.0.0",
     longname: "nbdstate readahead filter",
     description: "Prefetch data ahead of sequential reads.",
+    configHelp: "(no parameters of its own: they go to the plugin)",
 
     afterFork(_lower, server) {
       services = server;
