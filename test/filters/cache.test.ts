@@ -60,6 +60,16 @@ describe.skipIf(!ok)("cache filter: the same command line as nbdkit", () => {
     });
   }
 
+  it("over pattern (read-only below) with cache-on-read: flags, and random reads and cache requests agree", async () => {
+    const pair = await startPair(["--filter=cache", "pattern", "3M", "cache-on-read=true"]);
+    try {
+      await expectSameInfo(pair);
+      await expectSameReplies(pair, 6, 200, ["--ops=read,read,cache,oob,write"]);
+    } finally {
+      await pair.stop();
+    }
+  });
+
   it("cache-min-block-size sets the preferred block size; a short last block is served right", async () => {
     const dir = makeTmpDir();
     const file = join(dir, "odd.img");

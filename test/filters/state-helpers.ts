@@ -3,6 +3,7 @@
 // by side, their flags and sizes as nbdinfo sees them, the random
 // differential script (state-diff.py), and small nbdsh-like scripts.
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect } from "vitest";
@@ -112,7 +113,6 @@ export async function pyOut(script: string, uri: string, extra: string[] = []): 
 
 /** The whole export, read by nbdcopy. */
 export async function copyOut(uri: string, dir: string, name = "out.img"): Promise<Buffer> {
-  const { readFileSync } = await import("node:fs");
   const out = join(dir, name);
   await runOk("nbdcopy", [uri, out], { timeoutMs: 60_000 });
   return readFileSync(out);

@@ -17,7 +17,7 @@
 import { FLAG_FAST_ZERO, FLAG_MAY_TRIM, FLAG_REQ_ONE, NbdError, type Context, type Extent } from "../../backend/types.js";
 import { NBD_ENOTSUP, NBD_STATE_HOLE, NBD_STATE_ZERO } from "../../protocol/constants.js";
 import { BlockLocks } from "../kit/block-locks.js";
-import { TempFile } from "../kit/tmpfile.js";
+import { ASYNC_MIN, TempFile } from "../kit/tmpfile.js";
 
 export const BELOW = 0;
 export const DATA = 1;
@@ -91,8 +91,10 @@ export class Overlay {
       const runEnd = Math.min(e * bs, end);
       const piece = buf.subarray(pos - offset, runEnd - offset);
       let job: Promise<void> | undefined;
-      if (s === DATA) this.file.read(piece, pos);
-      else if (s === BELOW) {
+      if (s === DATA) {
+        if (piece.length >= ASYNC_MIN) job = this.file.readAsync(piece, pos);
+        else this.file.read(piece, pos);
+      } else if (s === BELOW) {
         cor ??= copyOnRead();
         job = cor ? this.copyUp(next, b, e - 1, piece, pos) : next.pread(piece, pos, 0);
       } else piece.fill(0);
@@ -170,8 +172,13 @@ export class Overlay {
         // Whole blocks: one write, straight from the client's buffer.
         const from = lo * this.bs;
         const to = Math.min((hi + 1) * this.bs, end);
-        this.file.write(buf.subarray(from - offset, to - offset), from);
-        this.state.fill(DATA, lo, hi + 1);
+        const whole = buf.subarray(from - offset, to - offset);
+        if (whole.length >= ASYNC_MIN) {
+          jobs.push(this.file.writeAsync(whole, from).then(() => void this.state.fill(DATA, lo, hi + 1)));
+        } else {
+          this.file.write(whole, from);
+          this.state.fill(DATA, lo, hi + 1);
+        }
       }
       await Promise.all(jobs);
     } finally {

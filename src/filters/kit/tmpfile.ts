@@ -10,19 +10,25 @@
 // that the kernel may write out to $TMPDIR instead of to swap. When the
 // kernel has evicted the pages, a read waits for the disk and holds up the
 // other connections meanwhile, as a memory overlay would wait for swap.
+// Large requests (ASYNC_MIN and up) go through the thread pool instead: the
+// copy then runs on another core while the event loop reads the next
+// request, and the round trip is small next to the copy.
 
 import { randomBytes } from "node:crypto";
 import { readSync, writeSync } from "node:fs";
 import { statfs } from "node:fs/promises";
 import { open, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { punchHole } from "../../plugins/file/io.js";
+import { punchHole, readFull, writeFull } from "../../plugins/file/io.js";
 
 /** Where temporary files go: $TMPDIR, else /var/tmp. */
 export function tmpDir(): string {
   const t = process.env.TMPDIR;
   return t !== undefined && t !== "" ? t : "/var/tmp";
 }
+
+/** Reads and writes of at least this many bytes use the thread pool. */
+export const ASYNC_MIN = 128 * 1024;
 
 export class TempFile {
   private closed = false;
@@ -72,6 +78,16 @@ export class TempFile {
       }
       pos += n;
     }
+  }
+
+  /** read() in the thread pool: for large reads, so the event loop goes on meanwhile. */
+  readAsync(buf: Buffer, offset: number): Promise<void> {
+    return readFull(this.fh, buf, offset);
+  }
+
+  /** write() in the thread pool (large writes: the copy runs on another core). */
+  writeAsync(buf: Buffer, offset: number): Promise<void> {
+    return writeFull(this.fh, buf, offset);
   }
 
   /** Write all of buf at offset. */
