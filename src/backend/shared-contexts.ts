@@ -28,14 +28,17 @@ export class SharedContexts {
   async acquire(layer: LayerNode, o: OpenOptions): Promise<Context> {
     const readonly = o.readonly ?? false;
     const exportName = o.exportName ?? "";
-    const key = `${layer.name}:${readonly ? "ro" : "rw"}:${exportName}`;
+    const tls = o.tls ?? false;
+    // TLS is part of the key: a plugin may serve other data to TLS clients,
+    // so a context opened for one must never serve a plain-text client.
+    const key = `${layer.name}:${readonly ? "ro" : "rw"}${tls ? "+tls" : ""}:${exportName}`;
     let entry = this.handles.get(key);
     if (!entry) {
       const handle = new SharedHandle<Opened>({
         name: key,
         inspect: layer.inspect,
         log: (m) => layer.log(m),
-        open: () => openPrepared(layer, { readonly, exportName, tls: o.tls ?? false }),
+        open: () => openPrepared(layer, { readonly, exportName, tls }),
         close: (opened) => finalizeAndClose(opened),
       });
       handle.afterFork();
