@@ -7,6 +7,7 @@ import type { Filter } from "../backend/types.js";
 export const builtinFilters: Record<string, () => Promise<() => Filter>> = Object.assign(Object.create(null), {
   exportname: async () => (await import("./exportname/index.js")).default,
   ext2: async () => (await import("./ext2/index.js")).default,
+  gzip: async () => (await import("./gzip/index.js")).default,
   ip: async () => (await import("./ip/index.js")).default,
   limit: async () => (await import("./limit/index.js")).default,
   offset: async () => (await import("./offset/index.js")).default,
