@@ -15,4 +15,5 @@ export const builtinFilters: Record<string, () => Promise<() => Filter>> = Objec
   retry: async () => (await import("./retry/index.js")).default,
   shared: async () => (await import("./shared/index.js")).default,
   tar: async () => (await import("./tar/index.js")).default,
+  xz: async () => (await import("./xz/index.js")).default,
 });
