@@ -16,4 +16,5 @@ export const builtinFilters: Record<string, () => Promise<() => Filter>> = Objec
   shared: async () => (await import("./shared/index.js")).default,
   tar: async () => (await import("./tar/index.js")).default,
   xz: async () => (await import("./xz/index.js")).default,
+  zstd: async () => (await import("./zstd/index.js")).default,
 });
