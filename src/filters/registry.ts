@@ -10,6 +10,7 @@ export const builtinFilters: Record<string, () => Promise<() => Filter>> = Objec
   gzip: async () => (await import("./gzip/index.js")).default,
   ip: async () => (await import("./ip/index.js")).default,
   limit: async () => (await import("./limit/index.js")).default,
+  lzip: async () => (await import("./lzip/index.js")).default,
   offset: async () => (await import("./offset/index.js")).default,
   partition: async () => (await import("./partition/index.js")).default,
   retry: async () => (await import("./retry/index.js")).default,
