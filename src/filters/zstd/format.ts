@@ -175,3 +175,21 @@ export async function readZstdIndex(src: Source, maxFrame: number): Promise<Zstd
   }
   return walkFrames(src, maxFrame);
 }
+
+/** The length of the zstd frame at the start of buf (header, blocks, checksum), from its block headers. */
+export function frameLength(buf: Buffer): number {
+  if (buf.length < 4 || buf.readUInt32LE(0) !== ZSTD_MAGIC) fail("no zstd frame");
+  const h = frameHeader(buf.subarray(0, Math.min(18, buf.length)), 0);
+  let p = h.length;
+  for (let last = 0; !last; ) {
+    if (p + 3 > buf.length) fail("truncated frame");
+    const bh = buf.readUIntLE(p, 3);
+    last = bh & 1;
+    const type = (bh >> 1) & 3;
+    if (type === 3) fail("reserved block type");
+    p += 3 + (type === 1 ? 1 : bh >>> 3);
+  }
+  p += h.checksum ? 4 : 0;
+  if (p > buf.length) fail("truncated frame");
+  return p;
+}
