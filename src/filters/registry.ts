@@ -12,6 +12,7 @@ export const builtinFilters: Record<string, () => Promise<() => Filter>> = Objec
   ip: async () => (await import("./ip/index.js")).default,
   limit: async () => (await import("./limit/index.js")).default,
   lzip: async () => (await import("./lzip/index.js")).default,
+  luks: async () => (await import("./luks/index.js")).default,
   offset: async () => (await import("./offset/index.js")).default,
   partition: async () => (await import("./partition/index.js")).default,
   qcow2dec: async () => (await import("./qcow2dec/index.js")).default,
