@@ -34,18 +34,25 @@ interface Built {
   image: DecodedImage;
 }
 
+interface Entry {
+  built: Promise<Built>;
+  /** Clients holding it; at 0 it stays cached but may be evicted for another export. */
+  refs: number;
+}
+
 export interface DecodeHandle {
   image: DecodedImage;
+  entry: Entry;
   /** This client's reference to the shared context below (closed at close). */
   ctx: Context;
   lower: LowerBackend;
 }
 
-/** Exports of the layer below looked into at most at once. */
+/** Images kept at most (one per export below); unused ones are evicted first. */
 const MAX_IMAGES = 64;
 
 export function decodeFilter(spec: DecoderSpec): Filter<DecodeHandle> {
-  const images = new Map<string, Promise<Built>>();
+  const images = new Map<string, Entry>();
   let lowerSeen: LowerBackend | null = null;
   let services: ServerServices | null = null;
   const name = spec.name;
@@ -58,13 +65,26 @@ export function decodeFilter(spec: DecoderSpec): Filter<DecodeHandle> {
     return new NbdError(NBD_EIO, `${name}: ${errorMessage(err)}`);
   }
 
-  function image(lower: LowerBackend, exportName: string, tls: boolean): Promise<Built> {
+  async function release(b: Built): Promise<void> {
+    await b.image.dispose?.().catch(() => {});
+    if (lowerSeen) await lowerSeen.close(b.ctx).catch(() => {});
+  }
+
+  function image(lower: LowerBackend, exportName: string, tls: boolean): Entry {
     const hit = images.get(exportName);
-    if (hit) return hit;
-    if (images.size >= MAX_IMAGES) {
-      return Promise.reject(new NbdError(NBD_EINVAL, `${name}: too many exports below open at once (limit ${MAX_IMAGES})`));
+    if (hit) {
+      // Most recently used last, for eviction.
+      images.delete(exportName);
+      images.set(exportName, hit);
+      return hit;
     }
-    const p = (async () => {
+    if (images.size >= MAX_IMAGES) {
+      const idle = [...images].find(([, e]) => e.refs === 0);
+      if (!idle) throw new NbdError(NBD_EINVAL, `${name}: too many exports below open at once (limit ${MAX_IMAGES})`);
+      images.delete(idle[0]);
+      void idle[1].built.then(release, () => {});
+    }
+    const built = (async () => {
       const ctx = await lower.open({ readonly: true, exportName, tls, shared: true });
       try {
         const img = await spec.openImage(await Source.open(ctx, name), (m) => services?.debug(`${name}: ${m}`));
@@ -76,11 +96,12 @@ export function decodeFilter(spec: DecoderSpec): Filter<DecodeHandle> {
         throw new NbdError(NBD_EINVAL, err instanceof DecodeError ? err.message : `${name}: ${errorMessage(err)}`);
       }
     })();
-    images.set(exportName, p);
-    p.catch(() => {
-      if (images.get(exportName) === p) images.delete(exportName);
+    const entry: Entry = { built, refs: 0 };
+    images.set(exportName, entry);
+    built.catch(() => {
+      if (images.get(exportName) === entry) images.delete(exportName);
     });
-    return p;
+    return entry;
   }
 
   return {
@@ -108,23 +129,29 @@ export function decodeFilter(spec: DecoderSpec): Filter<DecodeHandle> {
     async cleanup() {
       const all = [...images.values()];
       images.clear();
-      for (const p of all) {
-        const b = await p.catch(() => null);
-        if (!b) continue;
-        await b.image.dispose?.().catch(() => {});
-        if (lowerSeen) await lowerSeen.close(b.ctx).catch(() => {});
+      for (const e of all) {
+        const b = await e.built.catch(() => null);
+        if (b) await release(b);
       }
     },
 
     async open(a) {
       const exportName = a.exportName === "" ? ((await a.lower.defaultExport({ readonly: true, tls: a.tls })) ?? "") : a.exportName;
-      const built = await image(a.lower, exportName, a.tls);
-      const ctx = await a.lower.open({ readonly: true, exportName, tls: a.tls, shared: true });
-      a.use(ctx);
-      return { image: built.image, ctx, lower: a.lower };
+      const entry = image(a.lower, exportName, a.tls);
+      entry.refs++;
+      try {
+        const built = await entry.built;
+        const ctx = await a.lower.open({ readonly: true, exportName, tls: a.tls, shared: true });
+        a.use(ctx);
+        return { image: built.image, entry, ctx, lower: a.lower };
+      } catch (err) {
+        entry.refs--;
+        throw err;
+      }
     },
 
     async close(h) {
+      h.entry.refs--;
       await h.lower.close(h.ctx);
     },
 
