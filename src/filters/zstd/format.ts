@@ -22,13 +22,21 @@ export const MAX_WINDOW = 1 << 27;
 export interface ZstdFrame extends BlockEntry {
   coff: number;
   csize: number;
+  /** The seek table's checksum of the frame's data (low 32 bits of XXH64), if it has them. */
+  tableSum?: number;
+}
+
+/** A frame found by walking the file (its content size may be unknown). */
+export interface WalkedFrame {
+  coff: number;
+  csize: number;
 }
 
 export type ZstdIndex =
   | { kind: "seekable"; frames: ZstdFrame[]; checksums: boolean }
   | { kind: "frames"; frames: ZstdFrame[] }
-  /** Some frame has no content size (or is too large): decode the whole file once. */
-  | { kind: "stream"; why: string };
+  /** Some frame has no content size (or is too large): decode the whole file once, frame by frame. */
+  | { kind: "stream"; why: string; frames: WalkedFrame[] };
 
 function fail(msg: string): never {
   throw new DecodeError(`zstd: ${msg}`);
@@ -72,7 +80,7 @@ async function seekTable(src: Source): Promise<ZstdIndex> {
   for (let i = 0; i < n; i++) {
     const csize = table.readUInt32LE(8 + i * entry);
     const usize = table.readUInt32LE(12 + i * entry);
-    frames.push({ coff, csize, uoff, usize });
+    frames.push(checksums ? { coff, csize, uoff, usize, tableSum: table.readUInt32LE(16 + i * entry) } : { coff, csize, uoff, usize });
     coff += csize;
     uoff += usize;
   }
@@ -124,6 +132,7 @@ export function frameHeader(h: Buffer, at: number): FrameHeader {
 async function walkFrames(src: Source, maxFrame: number): Promise<ZstdIndex> {
   const cur = new Cursor(src);
   const frames: ZstdFrame[] = [];
+  const all: WalkedFrame[] = [];
   let why: string | null = null;
   let uoff = 0;
   let off = 0;
@@ -152,6 +161,7 @@ async function walkFrames(src: Source, maxFrame: number): Promise<ZstdIndex> {
     }
     if (h.checksum) p += 4;
     if (p > src.size) fail(`frame at ${off} runs past the end of the file (truncated)`);
+    all.push({ coff: off, csize: p - off });
     if (h.contentSize === null) why ??= `frame at ${off} does not record its decompressed size`;
     else if (h.contentSize > maxFrame) why ??= `frame at ${off} is ${h.contentSize} bytes decompressed, more than zstd-max-block (${maxFrame})`;
     else {
@@ -160,7 +170,7 @@ async function walkFrames(src: Source, maxFrame: number): Promise<ZstdIndex> {
     }
     off = p;
   }
-  if (why) return { kind: "stream", why };
+  if (why) return { kind: "stream", why, frames: all };
   return { kind: "frames", frames };
 }
 

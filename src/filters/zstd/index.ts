@@ -14,7 +14,8 @@ import { decodeFilter, parseCount, type DecodeHandle } from "../kit/decode/filte
 import { BlockImage, TempFileImage } from "../kit/decode/image.js";
 import { DecodeError, type Source } from "../kit/decode/reader.js";
 import { TempFile } from "../kit/decode/tempfile.js";
-import { readZstdIndex, type ZstdFrame } from "./format.js";
+import { frameHeader, readZstdIndex, type WalkedFrame, type ZstdFrame } from "./format.js";
+import { Xxh64, xxh64low } from "./xxh64.js";
 
 export const DEFAULT_MAX_BLOCK = 64 << 20;
 export const DEFAULT_MAX_DEPTH = 8;
@@ -36,34 +37,41 @@ async function decodeFrame(src: Source, f: ZstdFrame): Promise<Buffer> {
     throw corrupt(where, err);
   }
   if (got.length !== f.usize) throw new DecodeError(`zstd: ${where}: decodes to ${got.length} bytes, ${f.usize} expected`);
-  return got.buffer === out.buffer && got.byteOffset === out.byteOffset ? out : Buffer.from(got);
+  const data = got.buffer === out.buffer && got.byteOffset === out.byteOffset ? out : Buffer.from(got);
+  // fzstd does not check checksums: the frame's own (XXH64 of its content) and the seek table's.
+  if (frameHeader(raw.subarray(0, Math.min(18, raw.length)), f.coff).checksum && xxh64low(data) !== raw.readUInt32LE(raw.length - 4)) {
+    throw new DecodeError(`zstd: ${where}: content checksum mismatch (corrupt)`);
+  }
+  if (f.tableSum !== undefined && xxh64low(data) !== f.tableSum) throw new DecodeError(`zstd: ${where}: checksum in the seek table does not match (corrupt)`);
+  return data;
 }
 
-/** The whole file through the streaming decoder into a temporary file. */
-async function decodeAll(src: Source): Promise<TempFile> {
+/** Every frame through the streaming decoder, in order, into a temporary file (checksums checked). */
+async function decodeAll(src: Source, frames: WalkedFrame[]): Promise<TempFile> {
   const file = await TempFile.create("nbdstate-zstd");
   try {
-    let pending: Uint8Array[] = [];
-    const d = new Decompress((chunk) => {
-      pending.push(chunk);
-    });
-    for await (const chunk of src.chunks(0, src.size)) {
-      for (let p = 0; p < chunk.length; p += PUSH) {
+    for (const f of frames) {
+      const where = `frame at ${f.coff}`;
+      const raw = await src.read(f.coff, f.csize, where);
+      const sum = frameHeader(raw.subarray(0, Math.min(18, raw.length)), f.coff).checksum ? new Xxh64() : null;
+      let pending: Uint8Array[] = [];
+      const d = new Decompress((chunk) => {
+        pending.push(chunk);
+      });
+      for (let p = 0; p < raw.length; p += PUSH) {
         try {
-          d.push(chunk.subarray(p, p + PUSH), false);
+          d.push(raw.subarray(p, p + PUSH), p + PUSH >= raw.length);
         } catch (err) {
-          throw corrupt(`at about ${p}`, err);
+          throw corrupt(where, err);
         }
-        for (const c of pending) await file.append(c);
+        for (const c of pending) {
+          sum?.update(c);
+          await file.append(c);
+        }
         pending = [];
       }
+      if (sum && sum.digest32() !== raw.readUInt32LE(raw.length - 4)) throw new DecodeError(`zstd: ${where}: content checksum mismatch (corrupt)`);
     }
-    try {
-      d.push(new Uint8Array(0), true);
-    } catch (err) {
-      throw corrupt("at the end", err);
-    }
-    for (const c of pending) await file.append(c);
     return file;
   } catch (err) {
     await file.close().catch(() => {});
@@ -100,7 +108,7 @@ export default function createFilter(): Filter<DecodeHandle> {
       const idx = await readZstdIndex(src, maxBlock);
       if (idx.kind === "stream") {
         debug(`${idx.why}: decompressing the whole file into a temporary file`);
-        return new TempFileImage(await decodeAll(src), `decompressed into a temporary file (${idx.why})`);
+        return new TempFileImage(await decodeAll(src, idx.frames), `decompressed into a temporary file (${idx.why})`);
       }
       const what = idx.kind === "seekable" ? "seekable format" : "frames with their sizes";
       const summary = `${what}, ${idx.frames.length} frame(s), LRU of ${maxDepth} frames`;
