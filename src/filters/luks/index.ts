@@ -28,7 +28,7 @@ const STEP = 1 << 20;
 export default function createFilter(): Filter<LuksHandle> {
   let passphraseValue: string | undefined;
   let passphrase: Buffer | null = null;
-  /** Unlocked master keys (or the failure) by header digest: PBKDF2 runs once per header. */
+  /** Unlocked master keys by header digest: PBKDF2 runs once per header. */
   const keys = new Map<string, Promise<{ key: Buffer; slot: number }>>();
   const locks = new SectorLocks();
 
@@ -113,10 +113,10 @@ export default function createFilter(): Filter<LuksHandle> {
         if (!p) {
           p = unlock(hdr, passphrase!, next);
           keys.set(digest, p);
-          // A failure of the disk below (not of the passphrase) is retried next time.
-          p.catch((e) => {
-            if (!(e instanceof LuksError)) keys.delete(digest);
-          });
+          // Only a key that matches the header's digest is kept (it is right for
+          // that header whatever the key material); a failure is tried again
+          // next time, since damaged key material may have been repaired.
+          p.catch(() => keys.delete(digest));
         }
         const { key } = await p;
         h.cipher = sectorCipher(hdr.cipherName, hdr.cipherMode, key);
