@@ -20,6 +20,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, "disk.img"), disk);
   for (const l of ["1", "9"]) writeFileSync(join(dir, `l${l}.gz`), (await runOk("gzip", [`-${l}`, "-c", join(dir, "disk.img")])).stdoutBuf);
   writeFileSync(join(dir, "two.gz"), Buffer.concat([readFileSync(join(dir, "l1.gz")), readFileSync(join(dir, "l9.gz"))]));
+  writeFileSync(join(dir, "garbage.gz"), Buffer.concat([readFileSync(join(dir, "l1.gz")), Buffer.from("not gzip\n")]));
 });
 afterAll(() => dir && removeTmpDir(dir));
 
@@ -34,7 +35,8 @@ describe.skipIf(!ok)("gzip filter", () => {
     for (const f of ["l1.gz", "l9.gz"]) expect(sha(await copyOut(srv, f)), f).toBe(sha(disk));
   });
 
-  it("concatenated members decompress as one, as gunzip does", async () => {
+  // nbdkit 1.32.5 serves only the first member (2 MiB here): a bug.
+  it.skipIf(isNbdkit)("concatenated members decompress as one, as gunzip does", async () => {
     expect(sha(await copyOut(srv, "two.gz"))).toBe(sha(Buffer.concat([disk, disk])));
   });
 
@@ -42,8 +44,9 @@ describe.skipIf(!ok)("gzip filter", () => {
     await parallelRandomReads(srv, disk, 4, 25, 3, "l9.gz");
   });
 
-  it.skipIf(isNbdkit)("a file that is not gzip: a clear error at open; the server goes on", async () => {
+  it.skipIf(isNbdkit)("a file that is not gzip, or with trailing garbage: a clear error at open; the server goes on", async () => {
     expect(await openError(srv, "disk.img")).toMatch(/gzip: not a gzip file/);
+    expect(await openError(srv, "garbage.gz")).toMatch(/gzip: data after the last member is not gzip \(trailing garbage\)/);
     expect(sha(await copyOut(srv, "l1.gz"))).toBe(sha(disk));
   });
 });

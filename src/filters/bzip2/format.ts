@@ -23,8 +23,14 @@ export interface Bz2Block extends BlockEntry {
   level: number;
 }
 
-/** A block's output is at most 100k * level bytes of RLE1 data, which expands at most 255/4 + 1 times... */
-export const maxBlockOutput = (level: number) => level * 100_000 * 52;
+/**
+ * A block holds at most 100k * level bytes of run-length-encoded data; a
+ * run of 4 bytes plus a count byte stands for up to 255 bytes, so a block
+ * decompresses to at most 51 times that.
+ */
+export const maxBlockOutput = (level: number) => level * 100_000 * 51;
+/** A block's compressed bits cannot span more than this (about 2.3 MB for -9): further means corrupt. */
+const MAX_BLOCK_BYTES = 4 << 20;
 
 function fail(msg: string): never {
   throw new DecodeError(`bzip2: ${msg}`);
@@ -88,6 +94,10 @@ export async function readBz2Index(src: Source, decode: Decode): Promise<{ block
       for (let k = m + 1; k < Math.min(magics.length, m + 5) && !done; k++) {
         const end = magics[k]!.bit;
         const from = Math.floor(bit / 8);
+        if (Math.ceil(end / 8) - from > MAX_BLOCK_BYTES) {
+          lastErr ||= `no block end within ${MAX_BLOCK_BYTES} bytes`;
+          break;
+        }
         const bytes = await src.read(from, Math.ceil(end / 8) - from, `block at bit ${bit}`);
         try {
           const out = decode(wrapBlock(bytes, from * 8, bit, end, level), maxBlockOutput(level));

@@ -26,7 +26,12 @@ export async function openGzip(src: Source): Promise<TempFileImage> {
   } catch (err) {
     await file.close().catch(() => {});
     if (err instanceof DecodeError) throw err;
-    throw new DecodeError(`gzip: corrupt or truncated gzip data: ${(err as Error).message}`);
+    const msg = (err as Error).message;
+    if (msg === "incorrect header check" && file.size > 0) {
+      // Node's zlib checks every member's header: bytes after the last member that are not gzip.
+      throw new DecodeError("gzip: data after the last member is not gzip (trailing garbage), refused");
+    }
+    throw new DecodeError(`gzip: corrupt or truncated gzip data: ${msg}`);
   }
   return new TempFileImage(file, "decompressed into a temporary file");
 }

@@ -198,7 +198,7 @@ export function decodeFilter(spec: DecoderSpec): Filter<DecodeHandle> {
     },
 
     async extents(_next, h, count, offset, flags): Promise<Extent[]> {
-      if (!h.image.extents) return [{ length: count, type: 0 }];
+      if (!h.image.extents) return [{ length: Math.min(count, h.image.size - offset), type: 0 }];
       try {
         return await h.image.extents(count, offset, (flags & FLAG_REQ_ONE) !== 0);
       } catch (err) {

@@ -26,17 +26,23 @@ export class Source {
 
   /** `length` bytes at `offset`, or a DecodeError if they are not all there. */
   async read(offset: number, length: number, why = "data"): Promise<Buffer> {
+    // Checked before allocating: a corrupt length must not cost memory.
+    this.check(offset, length, why);
     const buf = Buffer.allocUnsafe(length);
     await this.readInto(buf, offset, why);
     return buf;
   }
 
   /** Fill buf from `offset`, or a DecodeError if the bytes are not all there. */
-  async readInto(buf: Buffer, offset: number, why = "data"): Promise<void> {
-    const length = buf.length;
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.size) {
+  private check(offset: number, length: number, why: string): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       throw new DecodeError(`${this.what}: truncated or corrupt file: ${why} at ${offset} (+${length}) is beyond the end (${this.size} bytes)`);
     }
+  }
+
+  async readInto(buf: Buffer, offset: number, why = "data"): Promise<void> {
+    const length = buf.length;
+    this.check(offset, length, why);
     // Large reads in pieces: the layer below may limit a request's size.
     for (let done = 0; done < length; ) {
       const n = Math.min(length - done, 32 << 20);
