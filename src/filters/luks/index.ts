@@ -169,9 +169,9 @@ export default function createFilter(): Filter<LuksHandle> {
       }
     },
 
-    extents(_next, _h, count): Extent[] {
+    extents(_next, h, count, off): Extent[] {
       // Holes below are not zeros once decrypted: everything is data.
-      return [{ length: count, type: 0 }];
+      return [{ length: Math.min(count, h.size - off), type: 0 }];
     },
 
     cache(next, h, count, off, flags) {
