@@ -5,6 +5,7 @@ import type { Plugin } from "../backend/types.js";
 
 // A null-prototype object, so names like "constructor" are not found.
 export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Object.assign(Object.create(null), {
+  S3: async () => (await import("./S3/index.js")).default,
   curl: async () => (await import("./curl/index.js")).default,
   file: async () => (await import("./file/index.js")).default,
   memory: async () => (await import("./memory/index.js")).default,
