@@ -12,4 +12,5 @@ export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Objec
   nbd: async () => (await import("./nbd/index.js")).default,
   null: async () => (await import("./null/index.js")).default,
   pattern: async () => (await import("./pattern/index.js")).default,
+  ssh: async () => (await import("./ssh/index.js")).default,
 });
