@@ -10,7 +10,7 @@ import { SharedHandle } from "../../backend/shared-handle.js";
 import { parseBool } from "../../backend/size.js";
 import {
   FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE, NbdError,
-  type BlockSize, type CacheMode, type ExportEntry, type Extent, type FuaMode, type Plugin,
+  type BlockSize, type CacheMode, type ExportEntry, type Extent, type FuaMode, type Plugin, type ServerServices,
 } from "../../backend/types.js";
 import {
   NbdClient, NbdRequestError, clientTlsFromFiles, openClient, parseNbdUri, type ClientTls, type ConnectTarget,
@@ -90,6 +90,7 @@ export default function createPlugin(): Plugin<NbdHandle> {
   let where = "";
   let sharedUp: SharedHandle<Upstream> | null = null;
   const configWarnings: string[] = [];
+  let services: ServerServices | undefined;
 
   function setOnce<T>(key: string, cur: T | undefined, v: T): T {
     if (cur !== undefined) throw new Error(`nbd: ${key} given more than once`);
@@ -110,7 +111,10 @@ export default function createPlugin(): Plugin<NbdHandle> {
         });
       } catch (e) {
         if (attempt >= retry) {
-          throw new Error(`nbd: cannot connect to ${where}${name ? ` (export '${name}')` : ""}: ${message(e)}`, { cause: e });
+          const err = new Error(`nbd: cannot connect to ${where}${name ? ` (export '${name}')` : ""}: ${message(e)}`, { cause: e });
+          // The client is told the export failed; the log says why.
+          services?.log(err.message);
+          throw err;
         }
         await sleep(1000);
       }
@@ -309,6 +313,7 @@ export default function createPlugin(): Plugin<NbdHandle> {
     },
 
     afterFork(server) {
+      services = server;
       for (const w of configWarnings) server.log(w);
       if (!shared) return;
       sharedUp = new SharedHandle<Upstream>({
