@@ -8,7 +8,9 @@
 #                data stored as objects), against the same nbdkit figure
 # Both HTTP servers run for the whole benchmark; the NBD servers alternate,
 # one at a time, a fresh one per measurement, the order flipping every
-# round. Figures: MiB/s per measurement, then medians and the ratio
+# round. Each server first reads the disk once untimed (BENCH_WARMUP=0 to
+# skip): the figures are steady-state throughput, not Node's JIT warm-up
+# or connection set-up. Figures: MiB/s per measurement, then medians and the ratio
 # nbdstate/nbdkit (> 1 means nbdstate is faster). Compare inside one run
 # only: noise between runs on these machines is ~15%.
 #
@@ -17,6 +19,7 @@
 #   BENCH_SIZE           disk size, K/M/G suffixes [256M]
 #   BENCH_OBJECT_SIZE    object-size for s3-blocks [1M]
 #   BENCH_NBDCOPY_ARGS   extra nbdcopy arguments [] (e.g. --connections=1)
+#   BENCH_WARMUP         read once untimed before each timed read [1]
 #   BENCH_TMP            where the data goes [/dev/shm, else /tmp]
 #   BENCH_NBDKIT_CMD     reference server [nbdkit]
 #   BENCH_NBDSTATE_CMD   server under test [node <repo>/bin/nbdstate.js]
@@ -162,6 +165,9 @@ measure() { # round case server cmd args...
   local round="$1" case="$2" label="$3" cmd="$4" t0 t1 ms
   shift 4
   start_server "$case-$label" "$cmd" "$@"
+  if [[ "${BENCH_WARMUP:-1}" != 0 ]]; then
+    nbdcopy "${copy_args[@]}" "$uri" null: || { cat "$work/$case-$label.log" >&2; die "nbdcopy from $case-$label failed"; }
+  fi
   t0=$(now_ns)
   nbdcopy "${copy_args[@]}" "$uri" null: || { cat "$work/$case-$label.log" >&2; die "nbdcopy from $case-$label failed"; }
   t1=$(now_ns)
@@ -176,7 +182,7 @@ measure() { # round case server cmd args...
 echo "nbdstate remote benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "  nbdkit:   $ref_cmd ($($ref_cmd --version 2>/dev/null | head -1 || echo '?'))"
 echo "  nbdstate: $dut_cmd"
-echo "  $size_h read with nbdcopy ${copy_args[*]:-(defaults)} URI null:, $rounds rounds; nginx $(nginx -v 2>&1 | sed 's/.*\///'), s3rver $(node -p "require('$repo/node_modules/s3rver/package.json').version")"
+echo "  $size_h read with nbdcopy ${copy_args[*]:-(defaults)} URI null: (warm-up read first: ${BENCH_WARMUP:-1}), $rounds rounds; nginx $(nginx -v 2>&1 | sed 's/.*\///'), s3rver $(node -p "require('$repo/node_modules/s3rver/package.json').version")"
 
 : >"$results"
 for ((r = 1; r <= rounds; r++)); do

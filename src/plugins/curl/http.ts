@@ -213,41 +213,105 @@ export class HttpSource {
     throw new HttpError(`HEAD ${this.where}: ${head.statusCode < 300 ? "no Content-Length" : statusLine(head.statusCode)}`, RETRY_STATUS.has(head.statusCode), head.statusCode);
   }
 
-  /** Fill buf with the bytes at offset (a ranged GET; a cut-off body resumes where it stopped). */
+  /**
+   * Fill buf with the bytes at offset: a ranged GET whose body is copied
+   * into buf as it arrives (undici's dispatch handler: no stream per
+   * response on this hot path). A body cut off resumes where it stopped.
+   */
   async read(buf: Buffer, offset: number): Promise<void> {
-    let got = 0;
+    const state = { got: 0 };
     const end = offset + buf.length - 1;
     await this.withRetries(`GET ${this.where}`, async (signal) => {
-      const from = offset + got;
-      const res = await this.send("GET", { range: `bytes=${from}-${end}` }, signal);
-      if (res.statusCode !== 206) {
-        await release(res);
-        if (res.statusCode >= 200 && res.statusCode < 300) {
-          throw new HttpError(`GET ${this.where}: the server ignored the Range header (${statusLine(res.statusCode)})`, false);
+      let url = this.s.url;
+      for (let hops = 0; ; hops++) {
+        const from = offset + state.got;
+        const r = await this.rangeGet(url, from, end, buf, state, signal);
+        if (r.location !== undefined) {
+          if (!this.s.followLocation) throw new HttpError(`GET ${this.where}: ${r.status} redirect to ${r.location} (followlocation=false)`, false, r.status);
+          if (hops >= MAX_REDIRECTS) throw new HttpError(`GET ${this.where}: more than ${MAX_REDIRECTS} redirects`, false);
+          const next = new URL(r.location, url);
+          const scheme = next.protocol.replace(/:$/, "");
+          if (!this.s.protocols.has(scheme)) throw new HttpError(`GET ${this.where}: redirect to ${scheme}: refused (protocols=)`, false);
+          url = next;
+          continue;
         }
-        throw new HttpError(`GET ${this.where} bytes ${from}-${end}: ${statusLine(res.statusCode)}`, RETRY_STATUS.has(res.statusCode), res.statusCode);
-      }
-      const cr = header(res.headers, "content-range");
-      const m = cr && /^bytes\s+([0-9]+)-([0-9]+)\//i.exec(cr.trim());
-      if (!m || Number(m[1]) !== from || Number(m[2]) > end) {
-        discard(res.body);
-        throw new HttpError(`GET ${this.where}: asked for bytes ${from}-${end}, got Content-Range ${cr ?? "none"}`, false);
-      }
-      try {
-        for await (const chunk of res.body as AsyncIterable<Buffer>) {
-          if (got + chunk.length > buf.length) {
-            discard(res.body);
-            throw new HttpError(`GET ${this.where}: the server sent more than the ${buf.length} bytes asked for`, false);
-          }
-          chunk.copy(buf, got);
-          got += chunk.length;
+        if (state.got < buf.length) {
+          throw new HttpError(`GET ${this.where}: the body ended after ${state.got} of ${buf.length} bytes`, true);
         }
-      } catch (e) {
-        throw networkError(e, `GET ${this.where} bytes ${offset + got}-${end} (after ${got} of ${buf.length} bytes)`);
-      }
-      if (got < buf.length) {
-        throw new HttpError(`GET ${this.where}: the body ended after ${got} of ${buf.length} bytes`, true);
+        return;
       }
     });
   }
+
+  /** One ranged GET to url; resolves when the answer is complete (a redirect: with its location). */
+  private rangeGet(
+    url: URL, from: number, end: number, buf: Buffer, state: { got: number }, signal: AbortSignal | undefined,
+  ): Promise<{ status: number; location?: string }> {
+    const headers: Record<string, string | string[]> = { ...this.s.headers, range: `bytes=${from}-${end}` };
+    if (this.s.authorization && url.origin === this.s.url.origin) headers.authorization = this.s.authorization;
+    const where = this.where;
+    return new Promise((resolve, reject) => {
+      let status = 0;
+      let location: string | undefined;
+      let failure: HttpError | undefined;
+      let copying = false;
+      const got0 = state.got;
+      let ctl: Dispatcher.DispatchController | undefined;
+      // timeout=: the attempt's signal aborts the request (then it is retried).
+      const onAbort = () => ctl?.abort(signal!.reason as Error);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(controller) {
+          ctl = controller;
+          if (signal?.aborted) controller.abort(signal.reason as Error);
+        },
+        onResponseStart(controller, statusCode, h) {
+          status = statusCode;
+          const loc = header(h, "location");
+          if (statusCode >= 300 && statusCode < 400 && statusCode !== 304 && loc) {
+            location = loc;
+            return;
+          }
+          if (statusCode !== 206) {
+            failure = statusCode >= 200 && statusCode < 300
+              ? new HttpError(`GET ${where}: the server ignored the Range header (${statusLine(statusCode)})`, false)
+              : new HttpError(`GET ${where} bytes ${from}-${end}: ${statusLine(statusCode)}`, RETRY_STATUS.has(statusCode), statusCode);
+            // A whole resource is not worth reading to its end; an error page is.
+            if (statusCode < 300) controller.abort(failure);
+            return;
+          }
+          const cr = header(h, "content-range");
+          const m = cr && /^bytes\s+([0-9]+)-([0-9]+)\//i.exec(cr.trim());
+          if (!m || Number(m[1]) !== from || Number(m[2]) > end) {
+            failure = new HttpError(`GET ${where}: asked for bytes ${from}-${end}, got Content-Range ${cr ?? "none"}`, false);
+            controller.abort(failure);
+            return;
+          }
+          copying = true;
+        },
+        onResponseData(controller, chunk) {
+          if (!copying) return;
+          if (state.got + chunk.length > buf.length) {
+            copying = false;
+            failure = new HttpError(`GET ${where}: the server sent more than the ${buf.length} bytes asked for`, false);
+            controller.abort(failure);
+            return;
+          }
+          chunk.copy(buf, state.got);
+          state.got += chunk.length;
+        },
+        onResponseEnd() {
+          signal?.removeEventListener("abort", onAbort);
+          if (failure) reject(failure);
+          else resolve({ status, location });
+        },
+        onResponseError(_controller, err) {
+          signal?.removeEventListener("abort", onAbort);
+          reject(failure ?? networkError(err, `GET ${where} bytes ${from}-${end} (after ${state.got - got0} bytes)`));
+        },
+      };
+      this.agent.dispatch({ origin: url.origin, path: url.pathname + url.search, method: "GET", headers }, handler);
+    });
+  }
 }
+
