@@ -16,7 +16,7 @@ import { PYTHON, requirePythonLibnbd, requireTools, TOOLS } from "../helpers/too
 import { startNbdkitAt, type Upstream } from "../helpers/upstream.js";
 
 const MiB = 1 << 20;
-const tools = requireTools([TOOLS.nbdkit, TOOLS.nbdinfo, TOOLS.nbdcopy, ["certtool", "gnutls-bin"], ["psktool", "gnutls-bin"]]);
+const tools = requireTools([TOOLS.nbdkit, TOOLS.nbdinfo, TOOLS.nbdcopy, TOOLS.qemuImg, ["certtool", "gnutls-bin"], ["psktool", "gnutls-bin"]]);
 const python = requirePythonLibnbd();
 
 interface TcpNbdkit {
@@ -140,6 +140,9 @@ describe.skipIf(isNbdkit || !tools || !python)("nbd plugin: TLS, URIs, descripti
     stops.push(middle);
     const top = await proxy(["hostname=localhost", `port=${middle.port}`, `tls-certificates=${pki.client}`, "tls=require"]);
     await roundTrip(top.uri);
+    const q = join(dir, "chain-qemu.raw");
+    await runOk("qemu-img", ["convert", "-f", "raw", "-O", "raw", top.uri, q], { timeoutMs: 60_000 });
+    expect(readFileSync(q).equals(image)).toBe(true);
     expect(exportInfo((await runOk("nbdinfo", ["--json", top.uri])).stdout).can_multi_conn).toBe(true);
     // A write on one connection to the top, flushed, is read on another.
     const script = `import sys, nbd
