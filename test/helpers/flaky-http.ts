@@ -12,6 +12,8 @@ export interface FlakyOptions {
   fail503Every?: number;
   /** Answer every GET with this status instead (a server that is down for good). */
   alwaysStatus?: number;
+  /** Never answer GETs (a server that hangs). */
+  stall?: boolean;
 }
 
 export interface FlakyServer {
@@ -35,6 +37,7 @@ export async function startFlakyServer(data: Buffer, o: FlakyOptions = {}): Prom
     // The plugin's size probe (its first byte) is served normally and not counted.
     const probe = req.headers.range === "bytes=0-0";
     if (!probe) gets++;
+    if (o.stall && !probe) return;
     if (o.alwaysStatus && !probe) {
       res.writeHead(o.alwaysStatus, { "content-length": 0 });
       res.end();

@@ -219,6 +219,28 @@ describe.skipIf(isNbdkit || !tools || !python)("curl plugin against a server tha
     }
   });
 
+  it("timeout= gives up on a server that does not answer, retries, then fails the read with EIO", async () => {
+    const flaky = await startFlakyServer(disk, { stall: true });
+    const s = await startServer(["curl", flaky.url, "timeout=1", "retries=1", "retry-delay=10"]);
+    try {
+      const script = `import errno, sys, time, nbd
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+t = time.time()
+try:
+    h.pread(4096, 0); print("read succeeded")
+except nbd.Error as e:
+    print("errno", errno.errorcode.get(e.errnum), round(time.time() - t))
+`;
+      const r = await runOk(PYTHON, ["-c", script, s.uri], { timeoutMs: 30_000 });
+      expect(r.stdout.trim()).toMatch(/^errno EIO [23]$/);
+      expect(flaky.gets).toBe(2);
+      expect(s.stderr).toMatch(/curl: GET .*timed out/);
+    } finally {
+      await s.stop();
+      await flaky.close();
+    }
+  });
+
   it("a server that keeps failing: the read fails with EIO after the retries, logged as one line", async () => {
     const flaky = await startFlakyServer(disk, { alwaysStatus: 503 });
     const s = await startServer(["curl", flaky.url, "retries=2", "retry-delay=10"]);

@@ -84,10 +84,13 @@ function header(h: IncomingHttpHeaders, name: string): string | undefined {
 function networkError(e: unknown, what: string): HttpError {
   if (e instanceof HttpError) return e;
   const err = e as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
-  const code = err.code ?? err.cause?.code ?? (err.name === "TimeoutError" || err.name === "AbortError" ? "ABORT_ERR" : undefined);
+  // timeout= aborts with a DOMException named TimeoutError (its numeric .code is not errno's).
+  const timedOut = err.name === "TimeoutError" || err.cause?.name === "TimeoutError" ||
+    err.code === "UND_ERR_HEADERS_TIMEOUT" || err.code === "UND_ERR_BODY_TIMEOUT";
+  if (timedOut) return new HttpError(`${what}: timed out`, true);
+  const code = typeof err.code === "string" ? err.code : typeof err.cause?.code === "string" ? err.cause.code : undefined;
   const msg = (err.cause?.message ?? err.message ?? String(e)).split("\n")[0];
-  const timedOut = err.name === "TimeoutError" || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT";
-  return new HttpError(`${what}: ${timedOut ? "timed out" : msg}${code && !timedOut ? ` (${code})` : ""}`, code !== undefined && RETRY_CODES.has(code));
+  return new HttpError(`${what}: ${msg}${code ? ` (${code})` : ""}`, code !== undefined && RETRY_CODES.has(code));
 }
 
 function statusLine(status: number): string {

@@ -313,6 +313,7 @@ export default function createPlugin(): Plugin<CurlHandle> {
     },
 
     async pread(_h, buf, offset) {
+      if (buf.length === 0) return; // no byte range names nothing
       try {
         await http().read(buf, offset);
       } catch (e) {
