@@ -5,7 +5,7 @@
 // with nbdcopy and qemu-img and compared byte for byte; the same command
 // lines run under nbdkit's curl plugin for the differential cases.
 import { randomBytes } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import createCurl from "../../src/plugins/curl/index.js";
@@ -143,6 +143,12 @@ describe.skipIf(isNbdkit || !tools)("curl plugin against nginx", () => {
     const c = await runCli(["-U", "-", "curl", ng.http("private/disk.img"), "user=alice", "password=-", "--run", "nbdinfo --size $uri"], { input: "wonderland\n", timeoutMs: 30_000 });
     expect(c.stderr).toBe("");
     expect(c.stdout.trim()).toBe(String(disk.length));
+    // In the background (no -f) there is no standard input to read: a clear error, no daemon.
+    const pidFile = join(dir, "bg.pid");
+    const bg = await runCli(["-P", pidFile, "-U", join(dir, "bg.sock"), "curl", ng.http("private/disk.img"), "user=alice", "password=-"], { input: "wonderland\n", timeoutMs: 30_000 });
+    if (existsSync(pidFile)) process.kill(Number(readFileSync(pidFile, "utf8")));
+    expect(bg.code).toBe(1);
+    expect(bg.stderr).toMatch(/password: cannot read it from standard input: it is empty \(a server in the background/);
     const wrong = await curl([ng.http("private/disk.img"), "user=alice", "password=mad-hatter"]);
     const r = await run("nbdinfo", ["--size", wrong.uri], { timeoutMs: 30_000 });
     expect(r.code).not.toBe(0);

@@ -21,6 +21,7 @@ function readStdinLine(prompt: string): string {
   }
   const bytes: number[] = [];
   const one = Buffer.alloc(1);
+  let sawEnd = false;
   try {
     for (;;) {
       let n: number;
@@ -33,7 +34,10 @@ function readStdinLine(prompt: string): string {
       }
       if (n === 0) break;
       const b = one[0]!;
-      if (b === 0x0a || b === 0x0d) break;
+      if (b === 0x0a || b === 0x0d) {
+        sawEnd = true;
+        break;
+      }
       if (tty && b === 0x03) throw new Error("interrupted");
       bytes.push(b);
     }
@@ -43,6 +47,9 @@ function readStdinLine(prompt: string): string {
       process.stderr.write("\n");
     }
   }
+  // Nothing at all (not even an empty line): standard input is empty or
+  // /dev/null, as for a server running in the background.
+  if (!sawEnd && bytes.length === 0) throw Object.assign(new Error("nothing"), { code: "EMPTY" });
   return Buffer.from(bytes).toString("utf8");
 }
 
@@ -77,7 +84,13 @@ export function readSecret(what: string, value: string): string {
     return value;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const why = err.code === "ENOENT" ? "no such file" : err.code === "EACCES" ? "permission denied" : err.code ?? err.message;
+    const hint = " (a server in the background has no standard input nor inherited descriptors: use -f, or +FILE)";
+    const why =
+      err.code === "ENOENT" ? "no such file"
+      : err.code === "EACCES" ? "permission denied"
+      : err.code === "EMPTY" ? `it is empty${hint}`
+      : err.code === "EBADF" ? `EBADF${hint}`
+      : err.code ?? err.message;
     const from = value === "-" ? "standard input" : value.startsWith("+") ? value.slice(1) : `file descriptor ${value.slice(1)}`;
     throw new Error(`${what}: cannot read it from ${from}: ${why}`);
   }
