@@ -337,10 +337,17 @@ export default function createPlugin(): Plugin<NbdHandle> {
       if (!dynamic) {
         // The one export offered is the upstream's: list it with its description.
         let description: string | undefined;
+        let timer: NodeJS.Timeout | undefined;
         try {
-          description = await probe(async (c) => (await c.info(exportName, [C.NBD_INFO_DESCRIPTION])).description);
+          // At most 5 s: a listing must not hang on an unreachable upstream.
+          const late = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error("timeout")), 5000)));
+          const ask = probe(async (c) => (await c.info(exportName, [C.NBD_INFO_DESCRIPTION])).description);
+          ask.catch(() => {});
+          description = await Promise.race([ask, late]);
         } catch {
           // The upstream may be down or refuse NBD_OPT_INFO: list the export all the same.
+        } finally {
+          clearTimeout(timer);
         }
         return [description ? { name: "", description } : { name: "" }];
       }
