@@ -17,6 +17,8 @@ export interface Nginx {
   sslPort: number;
   /** The self-signed certificate (PEM file), for cainfo=. */
   cert: string;
+  /** A Unix socket the plain server listens on too (unix-socket-path=). */
+  unixSocket: string;
   http(path: string): string;
   https(path: string): string;
   /** The access log lines so far: "CONN METHOD URI STATUS RANGE". */
@@ -79,6 +81,7 @@ http {
   keepalive_requests 100000;
   server {
     listen 127.0.0.1:${port};
+    listen unix:${join(dir, "http.sock")};
     ${locations}
   }
   server {
@@ -113,6 +116,7 @@ http {
     port,
     sslPort,
     cert,
+    unixSocket: join(dir, "http.sock"),
     http: (p) => `http://127.0.0.1:${port}/${p.replace(/^\//, "")}`,
     https: (p) => `https://localhost:${sslPort}/${p.replace(/^\//, "")}`,
     accessLog: () => {

@@ -176,6 +176,13 @@ describe.skipIf(isNbdkit || !tools)("curl plugin against nginx", () => {
     expect(loop.stderr).toMatch(/more than 50 redirects/);
   });
 
+  it("unix-socket-path= reaches the web server over a Unix socket (as nbdkit)", async () => {
+    const s = await curl(["http://disks.invalid/disk.img", `unix-socket-path=${ng.unixSocket}`]);
+    expect((await copyOut(s.uri)).equals(disk)).toBe(true);
+    const kit = await nbdkitCurl(["http://disks.invalid/disk.img", `unix-socket-path=${ng.unixSocket}`], ["-r"]);
+    expect((await copyOut(kit)).equals(disk)).toBe(true);
+  });
+
   it("size from a ranged GET when HEAD is refused (nbdkit needs HEAD)", async () => {
     const s = await curl([ng.http("nohead/disk.img")]);
     expect((await copyOut(s.uri)).equals(disk)).toBe(true);
