@@ -112,6 +112,10 @@ describe.skipIf(isNbdkit || !tools || !python)("nbd plugin: TLS, URIs, descripti
     await refused(wrongCa, /TLS handshake with the server failed: .*(certificate|issuer)/i);
     const noVerify = await proxy(["hostname=localhost", `port=${up.port}`, "tls=require", `tls-certificates=${pki.otherCa}`, "tls-verify=false"]);
     expect((await runOk("nbdinfo", ["--size", noVerify.uri])).stdout.trim()).toBe(String(2 * MiB));
+    // The export named in an nbds:// URI is the one opened.
+    const named = await kitTcp(["--tls=require", `--tls-certificates=${pki.server}`, "info", "mode=exportname"]);
+    const d = await proxy([`nbds://localhost:${named.port}/vm%201`, `tls-certificates=${pki.client}`]);
+    expect((await runOk("nbdcopy", [d.uri, "-"])).stdoutBuf.toString("latin1").replace(/\0+$/, "")).toBe("vm 1");
     // Plaintext to a server that requires TLS fails (its refusal reaches our log).
     const plain = await proxy(["hostname=localhost", `port=${up.port}`]);
     await refused(plain, /nbd: cannot connect/);
