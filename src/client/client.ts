@@ -30,6 +30,7 @@ import { type ConnectOptions, type HandshakeOptions, handshake, openStream } fro
 import { type OpenOptions, openClient } from "./open.js"; // cycle-safe: used only at call time
 import * as opt from "./options.js";
 import { RawAccess } from "./raw.js";
+import { startTls } from "./tls.js";
 import { StreamReader } from "./reader.js";
 import { type Pending, type RawReply, ReplyParser } from "./replies.js";
 
@@ -51,6 +52,8 @@ export class NbdClient {
   structuredReplies = false;
   /** Contexts selected by the last setMetaContext(). */
   metaContexts: opt.MetaContext[] = [];
+  /** True once STARTTLS succeeded: the connection is encrypted. */
+  tls = false;
   /** Why the connection ended (set once closed). */
   closedError?: Error;
   /** Resolves (never rejects) when the connection is gone. */
@@ -80,7 +83,9 @@ export class NbdClient {
   static async connect(target: ConnectOptions | Duplex, opts: HandshakeOptions = {}): Promise<NbdClient> {
     const isStream = typeof (target as Duplex).pipe === "function";
     const o = { ...(isStream ? {} : (target as HandshakeOptions)), ...opts };
-    const c = new NbdClient(await openStream(target));
+    const raw = await openStream(target);
+    if (o.tls) return NbdClient.connectTls(raw, o, isStream ? undefined : (target as ConnectOptions));
+    const c = new NbdClient(raw);
     let timedOut: Error | undefined;
     const timer = o.timeout
       ? setTimeout(() => c.destroy((timedOut = new NbdDisconnectedError(`NBD handshake timed out after ${o.timeout} ms`))), o.timeout)
@@ -93,6 +98,25 @@ export class NbdClient {
     } catch (err) {
       c.destroy(err as Error);
       throw timedOut ?? err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Greeting and STARTTLS on the raw stream, then a client over the TLS stream. */
+  private static async connectTls(raw: Duplex, o: HandshakeOptions, target?: ConnectOptions): Promise<NbdClient> {
+    const host = target && "host" in target ? target.host : undefined;
+    const timer = o.timeout ? setTimeout(() => raw.destroy(new NbdDisconnectedError(`NBD handshake timed out after ${o.timeout} ms`)), o.timeout) : undefined;
+    try {
+      const t = await startTls(raw, { servername: host, ...o.tls! }, o);
+      const c = new NbdClient(t.stream);
+      c.handshakeFlags = t.handshakeFlags;
+      c.clientFlags = t.clientFlags;
+      c.tls = t.tls;
+      return c;
+    } catch (err) {
+      raw.destroy();
+      throw err;
     } finally {
       clearTimeout(timer);
     }

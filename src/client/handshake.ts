@@ -14,6 +14,7 @@ import {
 import { decodeGreeting } from "../protocol/wire.js";
 import { NbdProtocolError } from "./errors.js";
 import type { StreamReader } from "./reader.js";
+import type { ClientTls } from "./tls.js";
 
 /** Where to connect: a unix socket, a TCP address, or an already open stream. */
 export type ConnectTarget = { path: string } | { host: string; port?: number } | { socket: Duplex };
@@ -28,6 +29,8 @@ export interface HandshakeOptions {
   clientFlags?: number;
   /** Give up if the greeting has not arrived within this many ms (default: wait). */
   timeout?: number;
+  /** STARTTLS right after the greeting (see ClientTls). */
+  tls?: ClientTls;
 }
 
 export type ConnectOptions = ConnectTarget & HandshakeOptions;

@@ -2,6 +2,7 @@
 export { NbdClient, type Phase } from "./client.js";
 export { openClient, type OpenOptions } from "./open.js";
 export type { ConnectOptions, ConnectTarget, HandshakeOptions } from "./handshake.js";
+export { clientTlsFromFiles, type ClientTls, type TlsFiles } from "./tls.js";
 export type { BlockSize, ExportEntry, ExportInfo, MetaContext, OptionReply } from "./options.js";
 export type { RawReply, ReplyFrame } from "./replies.js";
 export type { RawRequest } from "./raw.js";

@@ -14,6 +14,8 @@ export type OpenOptions = ConnectOptions & {
   metaContexts?: string[];
   /** Ask for NBD_INFO_BLOCK_SIZE in NBD_OPT_GO. */
   requestBlockSize?: boolean;
+  /** Other NBD_INFO_* to ask for in NBD_OPT_GO (e.g. NBD_INFO_DESCRIPTION). */
+  infoRequests?: number[];
 };
 
 /**
@@ -32,7 +34,7 @@ export async function openClient(o: OpenOptions): Promise<NbdClient> {
     if (o.structuredReplies !== false) await c.structuredReply();
     if (o.metaContexts?.length && c.structuredReplies) await c.setMetaContext(name, o.metaContexts);
     try {
-      await c.go(name, { requestBlockSize: o.requestBlockSize });
+      await c.go(name, { requestBlockSize: o.requestBlockSize, infoRequests: o.infoRequests });
     } catch (err) {
       if (!(err instanceof NbdOptionError) || err.replyType !== NBD_REP_ERR_UNSUP) throw err;
       await c.exportName(name);

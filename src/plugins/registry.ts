@@ -5,6 +5,7 @@ import type { Plugin } from "../backend/types.js";
 
 // A null-prototype object, so names like "constructor" are not found.
 export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Object.assign(Object.create(null), {
+  curl: async () => (await import("./curl/index.js")).default,
   data: async () => (await import("./data/index.js")).default,
   eval: async () => (await import("./eval/index.js")).default,
   file: async () => (await import("./file/index.js")).default,
@@ -21,8 +22,10 @@ export const builtinPlugins: Record<string, () => Promise<() => Plugin>> = Objec
   partitioning: async () => (await import("./partitioning/index.js")).default,
   pattern: async () => (await import("./pattern/index.js")).default,
   random: async () => (await import("./random/index.js")).default,
+  S3: async () => (await import("./S3/index.js")).default,
   sh: async () => (await import("./sh/index.js")).default,
   "sparse-random": async () => (await import("./sparse-random/index.js")).default,
   split: async () => (await import("./split/index.js")).default,
+  ssh: async () => (await import("./ssh/index.js")).default,
   tmpdisk: async () => (await import("./tmpdisk/index.js")).default,
 });

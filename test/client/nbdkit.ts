@@ -3,6 +3,7 @@
 import { spawnSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { it } from "vitest";
 
@@ -32,7 +33,15 @@ export interface Nbdkit {
   stop(): Promise<void>;
 }
 
-/** Start `nbdkit -U SOCK -f ARGS...` and wait until the socket exists. */
+function accepts(path: string): Promise<boolean> {
+  return new Promise((res) => {
+    const c = connect({ path });
+    c.once("connect", () => (c.destroy(), res(true)));
+    c.once("error", () => res(false));
+  });
+}
+
+/** Start `nbdkit -U SOCK -f ARGS...` and wait until the socket accepts connections. */
 export async function startNbdkit(args: string[]): Promise<Nbdkit> {
   const dir = mkdtempSync(join(tmpdir(), "nbdstate-client-"));
   const sock = join(dir, "nbd.sock");
@@ -41,7 +50,8 @@ export async function startNbdkit(args: string[]): Promise<Nbdkit> {
   proc.stderr!.on("data", (d) => (err += d));
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
   const deadline = Date.now() + 10_000;
-  while (!existsSync(sock)) {
+  // The socket file appears at bind(), before listen(): wait until it accepts.
+  while (!existsSync(sock) || !(await accepts(sock))) {
     if (proc.exitCode !== null || Date.now() > deadline) {
       rmSync(dir, { recursive: true, force: true });
       throw new Error(`nbdkit ${args.join(" ")} did not start: ${err}`);

@@ -19,10 +19,12 @@ describe("NBD URIs", () => {
     expect(() => parseNbdUri("nbd+unix://host/exp?socket=/s")).toThrow(/no host/);
   });
 
-  it("rejects other schemes; TLS is not supported yet", async () => {
+  it("rejects other schemes; nbds URIs carry libnbd's TLS query parameters", async () => {
     expect(() => parseNbdUri("http://h/x")).toThrow(/not an NBD URI/);
     expect(() => parseNbdUri("nbd+vsock:///x")).toThrow(/not an NBD URI/);
     expect(() => parseNbdUri("/tmp/sock")).toThrow(/not an NBD URI/);
-    await expect(openNbdUri("nbds://localhost/x")).rejects.toThrow(/TLS.*not supported yet/);
+    expect(parseNbdUri("nbds://alice@h/x?tls-psk-file=/k.psk")).toMatchObject({ tls: true, tlsPskFile: "/k.psk", tlsUsername: "alice" });
+    expect(parseNbdUri("nbds+unix:///?socket=/s&tls-certificates=/pki")).toMatchObject({ tls: true, tlsCertificates: "/pki", target: { path: "/s" } });
+    await expect(openNbdUri("nbds://localhost/x?tls-psk-file=/nonexistent/k.psk")).rejects.toThrow(/cannot read \/nonexistent\/k.psk: no such file/);
   });
 });

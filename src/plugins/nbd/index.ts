@@ -10,9 +10,11 @@ import { SharedHandle } from "../../backend/shared-handle.js";
 import { parseBool } from "../../backend/size.js";
 import {
   FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE, NbdError,
-  type BlockSize, type CacheMode, type ExportEntry, type Extent, type FuaMode, type Plugin,
+  type BlockSize, type CacheMode, type ExportEntry, type Extent, type FuaMode, type Plugin, type ServerServices,
 } from "../../backend/types.js";
-import { NbdClient, NbdRequestError, openClient, parseNbdUri, type ConnectTarget } from "../../client/index.js";
+import {
+  NbdClient, NbdRequestError, clientTlsFromFiles, openClient, parseNbdUri, type ClientTls, type ConnectTarget,
+} from "../../client/index.js";
 import * as C from "../../protocol/constants.js";
 
 /** One upstream connection; replaced in place when a shared one is reconnected. */
@@ -76,11 +78,19 @@ export default function createPlugin(): Plugin<NbdHandle> {
   let shared = false;
   let dynamic = false;
   let retry = 0;
+  let tlsMode: "off" | "on" | "require" | undefined;
+  let tlsCertificates: string | undefined;
+  let tlsVerify: boolean | undefined;
+  let tlsUsername: string | undefined;
+  let tlsPsk: string | undefined;
+  let tls: ClientTls | undefined;
 
   let target: ConnectTarget | undefined;
   let exportName = "";
   let where = "";
   let sharedUp: SharedHandle<Upstream> | null = null;
+  const configWarnings: string[] = [];
+  let services: ServerServices | undefined;
 
   function setOnce<T>(key: string, cur: T | undefined, v: T): T {
     if (cur !== undefined) throw new Error(`nbd: ${key} given more than once`);
@@ -93,13 +103,18 @@ export default function createPlugin(): Plugin<NbdHandle> {
       try {
         return await openClient({
           ...target!,
+          ...(tls ? { tls } : {}),
           exportName: name,
           metaContexts: [C.BASE_ALLOCATION],
           requestBlockSize: true,
+          infoRequests: [C.NBD_INFO_DESCRIPTION],
         });
       } catch (e) {
         if (attempt >= retry) {
-          throw new Error(`nbd: cannot connect to ${where}${name ? ` (export '${name}')` : ""}: ${message(e)}`, { cause: e });
+          const err = new Error(`nbd: cannot connect to ${where}${name ? ` (export '${name}')` : ""}: ${message(e)}`, { cause: e });
+          // The client is told the export failed; the log says why.
+          services?.log(err.message);
+          throw err;
         }
         await sleep(1000);
       }
@@ -121,7 +136,7 @@ export default function createPlugin(): Plugin<NbdHandle> {
 
   /** A probe connection in option haggling (listing, default export). */
   async function probe<T>(fn: (c: NbdClient) => Promise<T>): Promise<T> {
-    const c = await NbdClient.connect(target!);
+    const c = await NbdClient.connect({ ...target!, ...(tls ? { tls } : {}) } as ConnectTarget);
     try {
       return await fn(c);
     } finally {
@@ -165,10 +180,16 @@ export default function createPlugin(): Plugin<NbdHandle> {
       "export=<NAME>          Export name to open (default \"\").\n" +
       "dynamic-export=<BOOL>  Pass the client's export name upstream (default false).\n" +
       "shared=<BOOL>          One upstream connection for all clients (default false).\n" +
-      "retry=<N>              Retry the connection N times, 1 s apart (default 0).",
+      "retry=<N>              Retry the connection N times, 1 s apart (default 0).\n" +
+      "tls=<off|on|require>   TLS to the upstream (default off; on if another tls-* is given;\n" +
+      "                       require for nbds:// URIs).\n" +
+      "tls-certificates=<DIR> ca-cert.pem to verify the server, client-cert.pem/client-key.pem.\n" +
+      "tls-verify=false       Do not verify the server's certificate.\n" +
+      "tls-username=<NAME>    PSK identity (default: the local user).\n" +
+      "tls-psk=<FILE>         Pre-shared keys file (username:hexkey lines).",
 
     dumpPlugin() {
-      return "libnbd_uri=1\nlibnbd_tls=0\nlibnbd_vsock=0\nlibnbd_dynamic_list=1\n";
+      return "libnbd_uri=1\nlibnbd_tls=1\nlibnbd_vsock=0\nlibnbd_dynamic_list=1\n";
     },
 
     config(key, value) {
@@ -208,14 +229,26 @@ export default function createPlugin(): Plugin<NbdHandle> {
           if (!/^[0-9]+$/.test(value)) throw new Error(`nbd: retry: not a number of retries: '${value}'`);
           retry = Number(value);
           return;
-        case "tls":
-          if (/^(off|0|false|no)$/i.test(value)) return;
-          throw new Error("nbd: tls: TLS to the upstream server is not supported yet (only tls=off)");
+        case "tls": {
+          const v = value.toLowerCase();
+          if (v === "require" || v === "required") tlsMode = "require";
+          else if (v === "on") tlsMode = "on";
+          else if (v === "off") tlsMode = "off";
+          else tlsMode = bool() ? "on" : "off";
+          return;
+        }
         case "tls-certificates":
+          tlsCertificates = value;
+          return;
         case "tls-verify":
+          tlsVerify = bool();
+          return;
         case "tls-username":
+          tlsUsername = value;
+          return;
         case "tls-psk":
-          throw new Error(`nbd: ${key}: TLS to the upstream server is not supported yet`);
+          tlsPsk = value;
+          return;
         case "command":
         case "arg":
         case "socket-fd":
@@ -231,26 +264,57 @@ export default function createPlugin(): Plugin<NbdHandle> {
       if (given.length === 0) throw new Error("nbd: an upstream server is required: give uri=, socket= or hostname=");
       if (given.length > 1) throw new Error(`nbd: give only one of uri=, socket=, hostname= (got ${given.join(", ")})`);
       if (port !== undefined && hostname === undefined) throw new Error("nbd: port= needs hostname=");
+      let uriTls = false;
       if (uri !== undefined) {
         const u = parseNbdUri(uri);
-        if (u.tls) throw new Error(`nbd: ${uri}: TLS to the upstream server is not supported yet`);
-        if (exportParam !== undefined) throw new Error("nbd: export= cannot be used with uri= (put the export name in the URI)");
+        uriTls = u.tls;
         target = u.target;
+        // nbdkit's rule (libnbd's nbd_connect_uri): the URI's export name is
+        // the one used, even when export= is given too.
+        if (exportParam !== undefined && exportParam !== u.exportName && !dynamic) {
+          configWarnings.push(`nbd: export=${exportParam} is ignored: the URI names export '${u.exportName}' (as nbdkit)`);
+        }
         exportName = u.exportName;
         where = uri;
+        tlsCertificates ??= u.tlsCertificates;
+        tlsPsk ??= u.tlsPskFile;
+        tlsUsername ??= u.tlsUsername;
       } else if (socket !== undefined) {
         target = { path: socket };
         where = `unix socket ${socket}`;
+        if (exportParam !== undefined) exportName = exportParam;
       } else {
         target = { host: hostname!, port: port ?? DEFAULT_PORT };
         where = `${hostname}:${port ?? DEFAULT_PORT}`;
+        if (exportParam !== undefined) exportName = exportParam;
       }
-      if (exportParam !== undefined) exportName = exportParam;
+      // nbdkit: off unless another tls option is given (then on); nbds:// requires it.
+      const anyTls = tlsCertificates !== undefined || tlsPsk !== undefined || tlsUsername !== undefined || tlsVerify !== undefined;
+      let mode = tlsMode ?? (anyTls ? "on" : "off");
+      if (uriTls) {
+        if (tlsMode === "off") throw new Error(`nbd: tls=off cannot be used with the TLS URI ${uri}`);
+        mode = "require";
+      }
+      if (mode !== "off") {
+        try {
+          tls = clientTlsFromFiles({
+            mode,
+            certificates: tlsCertificates,
+            pskFile: tlsPsk,
+            username: tlsUsername,
+            verify: tlsVerify,
+          });
+        } catch (e) {
+          throw new Error(`nbd: ${tlsPsk !== undefined ? "tls-psk" : "tls-certificates"}: ${message(e)}`);
+        }
+      }
       if (dynamic && shared) throw new Error("nbd: dynamic-export=true cannot be used with shared=true");
       if (dynamic && exportParam !== undefined) throw new Error("nbd: dynamic-export=true cannot be used with export=");
     },
 
-    afterFork() {
+    afterFork(server) {
+      services = server;
+      for (const w of configWarnings) server.log(w);
       if (!shared) return;
       sharedUp = new SharedHandle<Upstream>({
         name: `nbd: shared connection to ${where}`,
@@ -270,7 +334,23 @@ export default function createPlugin(): Plugin<NbdHandle> {
     },
 
     async listExports(): Promise<ExportEntry[]> {
-      if (!dynamic) return [{ name: "" }];
+      if (!dynamic) {
+        // The one export offered is the upstream's: list it with its description.
+        let description: string | undefined;
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          // At most 5 s: a listing must not hang on an unreachable upstream.
+          const late = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error("timeout")), 5000)));
+          const ask = probe(async (c) => (await c.info(exportName, [C.NBD_INFO_DESCRIPTION])).description);
+          ask.catch(() => {});
+          description = await Promise.race([ask, late]);
+        } catch {
+          // The upstream may be down or refuse NBD_OPT_INFO: list the export all the same.
+        } finally {
+          clearTimeout(timer);
+        }
+        return [description ? { name: "", description } : { name: "" }];
+      }
       return probe(async (c) => (await c.list()).map((e) => (e.description ? e : { name: e.name })));
     },
 
@@ -330,8 +410,11 @@ export default function createPlugin(): Plugin<NbdHandle> {
     canFua(h): FuaMode {
       return has(h, C.NBD_FLAG_SEND_FUA) ? "native" : "none";
     },
+    // shared=true: every client goes through one upstream connection, so a
+    // flush on any of them covers all writes (multi-conn holds whatever the
+    // upstream says); otherwise the upstream's answer, passed on.
     canMultiConn(h) {
-      return has(h, C.NBD_FLAG_CAN_MULTI_CONN);
+      return h.shared || has(h, C.NBD_FLAG_CAN_MULTI_CONN);
     },
     canCache(h): CacheMode {
       return has(h, C.NBD_FLAG_SEND_CACHE) ? "native" : "none";
