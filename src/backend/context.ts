@@ -63,7 +63,8 @@ export class BackendContext implements Context, Call {
     readonly readonly: boolean,
   ) {
     const n = next;
-    const passed = (d: DataCall) => n !== null && ops.passThrough.has(d);
+    const pass = ops.passThrough;
+    const passed = (d: DataCall) => n !== null && pass.has(d);
     this.pread = passed("pread") ? n!.pread.bind(n) : this.checkedPread;
     this.preadSparse = passed("preadSparse") ? n!.preadSparse.bind(n) : this.checkedPreadSparse;
     this.pwrite = passed("pwrite") ? n!.pwrite.bind(n) : this.checkedPwrite;

@@ -61,7 +61,11 @@ export type DataCall = "pread" | "preadSparse" | "pwrite" | "flush" | "trim" | "
 export interface LayerOps {
   readonly name: string;
   readonly kind: "plugin" | "filter";
-  /** Data calls this layer does not handle: they go straight to the context below. */
+  /**
+   * Data calls this layer does not handle: they go straight to the context
+   * below. Read when a context opens (filters may pick their callbacks at
+   * config_complete).
+   */
   readonly passThrough: ReadonlySet<DataCall>;
 
   load(): Promise<void>;
@@ -260,16 +264,21 @@ const CAP_NAMES: CapName[] = [
 
 export function filterOps(f: Filter): LayerOps {
   const name = f.name;
-  const pass = new Set<DataCall>();
-  for (const d of ["pwrite", "flush", "trim", "zero", "extents", "cache"] as const) if (!f[d]) pass.add(d);
-  // A filter that reads for itself serves plain data unless it also says where the holes are.
-  if (!f.pread) pass.add("pread");
-  if (!f.pread && !f.preadSparse) pass.add("preadSparse");
+  const passThrough = (): Set<DataCall> => {
+    const pass = new Set<DataCall>();
+    for (const d of ["pwrite", "flush", "trim", "zero", "extents", "cache"] as const) if (!f[d]) pass.add(d);
+    // A filter that reads for itself serves plain data unless it also says where the holes are.
+    if (!f.pread) pass.add("pread");
+    if (!f.pread && !f.preadSparse) pass.add("preadSparse");
+    return pass;
+  };
   const nx = (c: Call) => c.next!;
   const ops: LayerOps = {
     name,
     kind: "filter",
-    passThrough: pass,
+    get passThrough() {
+      return passThrough();
+    },
     async load() {
       await f.load?.();
     },

@@ -47,17 +47,17 @@ async function infoMode(a: CliArgs): Promise<number | undefined> {
   const { plugin, filters } = await loadLayers(a);
   if (a.help) return out(pluginHelpText(plugin, filters, await builtins())), 0;
   if (a.version) return out(versionText([...filters, plugin])), 0;
-  await plugin.layer.load?.();
+  // As nbdkit: the parameters go to config (not configComplete) first, so
+  // a script plugin knows its script (sh ./script --dump-plugin).
+  const stack = new Stack(plugin.layer, filters.map((f) => f.layer));
   try {
-    // As nbdkit: the parameters go to config (not configComplete) first, so
-    // a script plugin knows its script (sh ./script --dump-plugin).
-    const stack = new Stack(plugin.layer, filters.map((f) => f.layer));
+    await stack.load();
     for (const [key, value] of resolveParams(a.params, plugin.layer.magicConfigKey, plugin.layer.name)) {
       await stack.config(key, value);
     }
     out(dumpPluginText(plugin));
   } finally {
-    await plugin.layer.unload?.();
+    await stack.unload();
   }
   return 0;
 }

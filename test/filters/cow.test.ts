@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Plugin } from "../../src/backend/types.js";
+import { FLAG_FUA, type Plugin } from "../../src/backend/types.js";
 import { openClient, type NbdClient } from "../../src/client/index.js";
 import createCow from "../../src/filters/cow/index.js";
 import * as C from "../../src/protocol/constants.js";
@@ -146,7 +146,8 @@ print("OK")`,
     const stack = await runningStack(plugin, [createCow()], [["cow-block-size", "4096"]]);
     const o = await stack.open(false, "", false);
     expect(await o.ctx.canWrite()).toBe(true);
-    await o.ctx.pwrite(Buffer.from("abc"), 5000, C.NBD_CMD_FLAG_FUA);
+    // Stack flags (types.ts), not the wire's: FLAG_FUA.
+    await o.ctx.pwrite(Buffer.from("abc"), 5000, FLAG_FUA);
     await o.ctx.zero(10000, 20000, 0);
     await o.ctx.trim(8192, 40960, 0);
     await o.ctx.flush(0);

@@ -30,14 +30,14 @@ async function qemuRead(file: string): Promise<Buffer> {
 }
 
 /**
- * qemu-img create -f luks, tried up to 3 times: qemu times PBKDF2 to pick
+ * qemu-img create -f luks, tried up to 5 times: qemu times PBKDF2 to pick
  * the iteration count, and on a loaded machine that once failed here.
  */
 async function qemuCreate(name: string, opts: string): Promise<void> {
   for (let i = 1; ; i++) {
     const r = await run("qemu-img", ["create", "-q", "-f", "luks", ...secret(), "-o", opts, join(dir, name), String(PAYLOAD)]);
     if (r.code === 0) return;
-    if (i === 3) throw new Error(`qemu-img create ${name} failed: ${r.stderr}`);
+    if (i === 5) throw new Error(`qemu-img create ${name} failed: ${r.stderr}`);
   }
 }
 
@@ -54,8 +54,8 @@ beforeAll(async () => {
   writeFileSync(pw, "sekret\n"); // a trailing newline is dropped, as nbdkit does
   writeFileSync(join(dir, "pwraw"), "sekret"); // cryptsetup --key-file takes the file's bytes as they are
   writeFileSync(join(dir, "plain.img"), disk);
-  await qemuCreate("qemu-xts.luks", "key-secret=s0,iter-time=10");
-  await qemuCreate("qemu-essiv.luks", "key-secret=s0,iter-time=10,cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256,hash-alg=sha1");
+  await qemuCreate("qemu-xts.luks", "key-secret=s0,iter-time=50");
+  await qemuCreate("qemu-essiv.luks", "key-secret=s0,iter-time=50,cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256,hash-alg=sha1");
   for (const [name, args] of [["cs-xts.luks", []], ["cs-essiv.luks", ["--cipher", "aes-cbc-essiv:sha256", "--key-size", "256", "--hash", "sha1"]]] as const) {
     const f = join(dir, name);
     writeFileSync(f, Buffer.alloc(PAYLOAD + (2 << 20)));

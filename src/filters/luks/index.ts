@@ -6,7 +6,7 @@
 // client) and reused by later clients while the header is unchanged.
 
 import { createHash } from "node:crypto";
-import { FLAG_FAST_ZERO, NbdError, type Context, type Extent, type Filter } from "../../backend/types.js";
+import { FLAG_FAST_ZERO, FLAG_FUA, NbdError, type Context, type Extent, type Filter } from "../../backend/types.js";
 import { NBD_EINVAL, NBD_ENOTSUP } from "../../protocol/constants.js";
 import { sectorCipher, type SectorCipher } from "./cipher.js";
 import { HEADER_SIZE, LuksError, parseHeader, SECTOR } from "./header.js";
@@ -164,7 +164,8 @@ export default function createFilter(): Filter<LuksHandle> {
       const z = Buffer.alloc(Math.min(count, STEP));
       for (let done = 0; done < count; ) {
         const n = Math.min(z.length, count - done);
-        await write(next, h, z.subarray(0, n), off + done, flags);
+        // Only FUA carries over to a write (MAY_TRIM is a zero request's flag).
+        await write(next, h, z.subarray(0, n), off + done, flags & FLAG_FUA);
         done += n;
       }
     },
