@@ -7,14 +7,15 @@ import { fromCallback, type AnyActorRef } from "xstate";
 import type { Opened } from "../backend/chain.js";
 import type { Stack } from "../backend/stack.js";
 import type { ConnectionInfo, ExportEntry, ListParams, PeerInfo } from "../backend/types.js";
-import type { BackendClient } from "./negotiation.js";
+import type { OptionsBackend } from "../options/record.js";
 
 export type BackendRequest =
   | { type: "PRECONNECT"; id: number; replyTo: AnyActorRef; readonly: boolean; peer: PeerInfo }
   | { type: "LIST_EXPORTS"; id: number; replyTo: AnyActorRef; params: ListParams }
   | { type: "DEFAULT_EXPORT"; id: number; replyTo: AnyActorRef; params: ListParams }
   | { type: "OPEN"; id: number; replyTo: AnyActorRef; readonly: boolean; exportName: string; tls: boolean; connection?: ConnectionInfo }
-  | { type: "CLOSE"; id: number; replyTo: AnyActorRef; opened: Opened; finalize: boolean };
+  | { type: "CLOSE"; id: number; replyTo: AnyActorRef; opened: Opened; finalize: boolean }
+  | { type: "META_CONTEXTS"; id: number; replyTo: AnyActorRef; exportName: string };
 
 export type BackendReply = { type: "BACKEND_REPLY"; id: number; ok: boolean; value?: unknown; error?: unknown };
 
@@ -38,6 +39,9 @@ export const backendLogic = (stack: Stack) =>
         case "CLOSE":
           p = stack.close(ev.opened, ev.finalize);
           break;
+        case "META_CONTEXTS":
+          p = stack.metaContexts(ev.exportName);
+          break;
       }
       p.then(
         (value) => ev.replyTo.send({ type: "BACKEND_REPLY", id: ev.id, ok: true, value } satisfies BackendReply),
@@ -47,7 +51,7 @@ export const backendLogic = (stack: Stack) =>
   });
 
 /** The connection's side: turns request/reply messages into promises. */
-export class BackendMessenger implements BackendClient {
+export class BackendMessenger implements OptionsBackend {
   private nextId = 1;
   private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
 
@@ -89,5 +93,8 @@ export class BackendMessenger implements BackendClient {
   }
   close(opened: Opened, finalize: boolean) {
     return this.ask<void>({ type: "CLOSE", opened, finalize });
+  }
+  metaContexts(exportName: string) {
+    return this.ask<string[]>({ type: "META_CONTEXTS", exportName });
   }
 }

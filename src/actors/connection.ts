@@ -1,20 +1,24 @@
-// The connection actor: one per client. Runs handshake -> options ->
-// transmission for its socket, asking the backend actor (by message) for
-// listings and contexts, and tells the server when it is finished.
+// The connection actor: one per client. It runs the connection machine
+// (src/machines/connection.ts) for its socket, providing the machine's
+// effects: the backend by message (preconnect, list, open, close), the
+// handshake, options and transmission machines with their own effects,
+// STARTTLS, and the socket's teardown. It tells the server when it is done.
 
-import { fromCallback, type AnyActorRef, type InspectionEvent } from "xstate";
+import { createActor, fromCallback, fromPromise, type Actor, type AnyActorRef, type InspectionEvent } from "xstate";
 import type { Duplex } from "node:stream";
-import type { TlsMode } from "../machines/options.js";
-import * as C from "../protocol/constants.js";
 import { errorMessage } from "../backend/errors.js";
 import type { ConnectionInfo } from "../backend/types.js";
-import { phaseMachine, isRootActor } from "../status/actors.js";
+import { assertProvided } from "../machines/effects.js";
+import { connectionMachine } from "../machines/connection.js";
+import { transmissionMachine, type TransmissionEvent } from "../machines/transmission.js";
+import type { OptionRecord, TlsMode } from "../options/record.js";
+import * as C from "../protocol/constants.js";
 import { BackendMessenger, type BackendReply } from "./backend.js";
 import { ByteQueue } from "./byte-queue.js";
-import { negotiate } from "./negotiation.js";
+import { handshakeFor, optionsFor, type Wire } from "./negotiation.js";
 import { peerOf } from "./peer.js";
 import { upgradeToTls, type TlsServer } from "./tls.js";
-import { Transmission } from "./transmission.js";
+import { Transmission, type Negotiated } from "./transmission.js";
 
 export interface ConnectionSettings {
   readonly: boolean;
@@ -27,8 +31,20 @@ export interface ConnectionSettings {
   maxOptions?: number;
   handshakeTimeoutMs?: number;
   optionTimeoutMs?: number;
+  /** How long a shutdown waits for a client in transmission to finish (default 5 s). */
+  shutdownGraceMs?: number;
+  /** How long the last replies may take to leave before the socket is cut. */
+  flushTimeoutMs?: number;
+  noStructuredReplies?: boolean;
+  noMetaContexts?: boolean;
+  maskHandshake?: number;
+  /** Option records (tests add their own). */
+  optionRecords?: readonly OptionRecord[];
   inspect?: (ev: InspectionEvent) => void;
+  /** Debug lines (-v). */
   log: (msg: string) => void;
+  /** Lines always shown: failed opens, failed requests (rate-limited). */
+  error: (msg: string) => void;
 }
 
 export interface ConnectionInput {
@@ -41,15 +57,23 @@ export interface ConnectionInput {
 export interface ConnectionStatus {
   id: string;
   remote: string;
+  /** The connection machine's state, and the phase machine's inside it ("TRANSMISSION/SERVING"). */
   phase: string;
   exportName?: string;
   inFlight: number;
   bytesRead: number;
   bytesWritten: number;
-  /** With inspection on: the machine of the current phase (handshake, options, transmission) and its state. */
+  requests: number;
+  errors: number;
+  acceptedAt: number;
+  /** The machine of the current phase (handshake, options, transmission) and its state. */
   machine?: string;
   state?: string;
 }
+
+/** Request failures logged per connection per second at most; the rest are counted. */
+const FAILURES_PER_SECOND = 5;
+const DEFAULT_FLUSH_TIMEOUT_MS = 30_000;
 
 export function connectionLogic(settings: ConnectionSettings, registry: Map<string, () => ConnectionStatus>) {
   return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>(({ input, receive, self, system, sendBack }) => {
@@ -57,73 +81,61 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     const backend = system.get("backend") as AnyActorRef;
     const queue = new ByteQueue();
     let tx: Transmission | null = null;
-    let phase = "handshake";
-    let exportName: string | undefined;
     let finished = false;
-    let negotiating = true;
     /** Where the connection reads and writes: the raw socket, after STARTTLS the TLS socket over it. */
     let stream: Duplex = socket;
     const peer = peerOf(socket);
     let tlsUp = false;
+    const acceptedAt = Date.now();
     const connection: ConnectionInfo = {
       id,
       peer,
-      acceptedAt: Date.now(),
+      acceptedAt,
       get tls() {
         return tlsUp;
       },
       disconnect(force) {
-        if (!force && tx) return tx.shutdown();
-        stream.destroy();
-        socket.destroy();
+        if (!force && actor.getSnapshot().value === "TRANSMISSION") actor.send({ type: "SHUTDOWN" });
+        else {
+          stream.destroy();
+          socket.destroy();
+        }
       },
     };
     const messenger = new BackendMessenger(backend, self, connection);
+    const wire: Wire = { queue, stream: () => stream, write: (b) => void stream.write(b) };
 
-    // With inspection on, remember this connection's latest phase actor (for the status page).
-    let phaseActor: AnyActorRef | undefined;
-    const outer = settings.inspect;
-    const inspect = outer && ((ev: InspectionEvent) => {
-      if (ev.type === "@xstate.actor" && isRootActor(ev.actorRef)) phaseActor = ev.actorRef as AnyActorRef;
-      outer(ev);
-    });
-
-    registry.set(id, () => ({
-      ...(phaseActor ? phaseMachine(phaseActor) : {}),
-      id,
-      remote: input.remote,
-      phase: tx ? tx.phase : phase,
-      exportName,
-      inFlight: tx?.inFlight ?? 0,
-      bytesRead: tx?.bytesRead.value ?? 0,
-      bytesWritten: tx?.bytesWritten.value ?? 0,
-    }));
-
-    const finish = () => {
-      if (finished) return;
-      finished = true;
-      registry.delete(id);
-      stream.destroy();
-      socket.destroy();
-      sendBack({ type: "CONNECTION_CLOSED", id });
+    // Failed requests: one line each, at most a few a second (the rest counted, then summed up).
+    let window = 0;
+    let inWindow = 0;
+    let suppressed = 0;
+    const failed = (command: string, e: unknown) => {
+      const now = Math.floor(Date.now() / 1000);
+      if (now !== window) {
+        if (suppressed > 0) settings.error(`${id}: ${suppressed} more failed requests`);
+        window = now;
+        inWindow = 0;
+        suppressed = 0;
+      }
+      if (++inWindow <= FAILURES_PER_SECOND) settings.error(`${id}: ${command}: ${errorMessage(e)}`);
+      else suppressed++;
     };
 
+    // ---- the socket
     const onData = (chunk: Buffer) => {
       queue.push(chunk);
-      tx?.pump();
+      tx?.data();
     };
     const onEnd = () => {
       queue.end();
       // Half-close: nothing more will arrive, but replies still owed go out.
-      if (tx) tx.inputEnded();
-      else if (!negotiating) stream.end();
+      tx?.inputEnded();
     };
     const onError = (e: Error) => settings.log(`${id}: ${e.message}`);
     const onClose = () => {
       queue.end();
-      if (tx) tx.clientClosed();
-      // While negotiating, the EOF reaches negotiate(), which cleans up first.
-      else if (!negotiating) finish();
+      tx?.clientClosed();
+      if (actor.getSnapshot().status === "active") actor.send({ type: "CLIENT_CLOSED" });
     };
     const attach = (s: Duplex) => {
       s.on("data", onData);
@@ -133,13 +145,13 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     };
     attach(socket);
 
-    // STARTTLS, called synchronously right after the ACK is written: stop
-    // reading the raw socket, throw away every byte the client sent before
-    // the upgrade (never plaintext input: the STARTTLS injection class of
-    // bug), wrap the socket in TLS and read and write through that.
+    // STARTTLS, called right after the ACK is queued: stop reading the raw
+    // socket, throw away every byte the client sent before the upgrade
+    // (never plaintext input: the STARTTLS injection class of bug), wrap
+    // the socket in TLS and read and write through that.
     const tlsServer = settings.tlsServer;
     const startTls = tlsServer
-      ? (): Promise<Duplex> => {
+      ? (): Promise<void> => {
           socket.off("data", onData);
           socket.off("end", onEnd);
           socket.off("close", onClose);
@@ -147,7 +159,8 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
           if (socket.destroyed) return Promise.reject(new Error("client closed the connection before the TLS handshake"));
           const up = upgradeToTls(socket, tlsServer);
           stream = up.socket;
-          // Errors during the handshake are upgradeToTls's (they fail it, logged below).
+          // Errors during the handshake are upgradeToTls's (they fail it, logged below);
+          // a client that goes away during it frees the connection at once.
           up.socket.on("data", onData);
           up.socket.on("end", onEnd);
           up.socket.on("close", onClose);
@@ -155,7 +168,6 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
             () => {
               tlsUp = true;
               up.socket.on("error", onError);
-              return up.socket;
             },
             (e: unknown) => {
               settings.log(`${id}: ${errorMessage(e)}`);
@@ -165,69 +177,177 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
         }
       : undefined;
 
-    receive((ev) => {
-      if (ev.type === "BACKEND_REPLY") messenger.receive(ev);
-      else if (ev.type === "SHUTDOWN") {
-        if (tx) tx.shutdown();
-        else {
-          stream.destroy();
-          socket.destroy();
-        }
-      }
+    const negotiatedOf = (): Negotiated => {
+      const n = actor.getSnapshot().context.negotiated!;
+      return { opened: n.chosen!.opened, info: n.chosen!.info, structuredReplies: n.structuredReplies, extendedHeaders: n.extendedHeaders, metaContexts: n.metaContexts };
+    };
+
+    // ---- the transmission machine, with the data loop as its effects
+    const transmission = () => {
+      let loop: Transmission | null = null;
+      const emit = (ev: TransmissionEvent) => {
+        const child = actor.getSnapshot().children.transmission as AnyActorRef | undefined;
+        // Outside the machine's own transition (the loop may report from inside an effect).
+        queueMicrotask(() => child?.send(ev));
+      };
+      return transmissionMachine.provide({
+        actions: {
+          startServing: () => {
+            loop = tx = new Transmission(stream, queue, negotiatedOf(), {
+              maxInFlight: settings.maxInFlight,
+              maxInFlightBytes: settings.maxInFlightBytes,
+              log: (m) => settings.log(`${id}: ${m}`),
+              failed,
+              emit,
+            });
+            if (stream.destroyed) {
+              loop.clientClosed();
+              emit({ type: "CLIENT_CLOSED" });
+              return;
+            }
+            // Requests the client pipelined behind NBD_OPT_GO are already queued.
+            queueMicrotask(() => {
+              loop!.start();
+              if (queue.ended) loop!.inputEnded();
+            });
+          },
+          refuseRequests: () => loop?.refuse(),
+          stopReading: () => loop?.stopReading(),
+        },
+        actors: {
+          awaitReplies: fromPromise(() => loop?.awaitReplies() ?? Promise.resolve()),
+          awaitQuiet: fromPromise(() => loop?.awaitQuiet() ?? Promise.resolve()),
+        },
+        delays: { SHUTDOWN_GRACE: settings.shutdownGraceMs ?? 5_000 },
+      });
+    };
+
+    const machine: typeof connectionMachine = assertProvided(
+      connectionMachine.provide({
+        actors: {
+          // preconnect runs before the greeting: a refusal closes the socket unseen.
+          preconnect: fromPromise(() => messenger.preconnect(settings.readonly, peer)),
+          handshake: handshakeFor(wire, { timeoutMs: settings.handshakeTimeoutMs, maskHandshake: settings.maskHandshake }),
+          options: optionsFor(
+            wire,
+            {
+              backend: {
+                listExports: (p) => messenger.listExports(p),
+                defaultExport: (p) => messenger.defaultExport(p),
+                open: (ro, name, tls) =>
+                  messenger.open(ro, name, tls).catch((e: unknown) => {
+                    // Every failed open is worth a line on the server's log (the client gets it too).
+                    settings.error(`${id}: open '${name.slice(0, 256)}': ${errorMessage(e)}`);
+                    throw e;
+                  }),
+                close: (o, fin) => messenger.close(o, fin),
+                metaContexts: (name) => messenger.metaContexts(name),
+              },
+              readonly: settings.readonly,
+              get noZeroes(): boolean {
+                return actor.getSnapshot().context.noZeroes;
+              },
+              startTls,
+              log: (m) => settings.log(`${id}: ${m}`),
+            },
+            { timeoutMs: settings.optionTimeoutMs, records: settings.optionRecords },
+          ),
+          transmission: transmission(),
+          closeExport: fromPromise<void, { finalize: boolean }>(async ({ input }) => {
+            const n = actor.getSnapshot().context.negotiated;
+            if (!n?.chosen) return;
+            await messenger.close(n.chosen.opened, input.finalize).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`));
+          }),
+          flushSocket: fromPromise(
+            () =>
+              new Promise<void>((resolve) => {
+                tx?.clientClosed();
+                if (stream.destroyed || stream.writableFinished) return resolve();
+                // A client that never reads the last replies does not hold the connection for ever.
+                const t = setTimeout(resolve, settings.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS);
+                const done = () => {
+                  clearTimeout(t);
+                  resolve();
+                };
+                stream.once("finish", done);
+                stream.once("close", done);
+                stream.end();
+              }),
+          ),
+        },
+        actions: {
+          destroySocket: () => finish(),
+          logEnd: () => {
+            const r = actor.getSnapshot().context.reason;
+            if (r) settings.log(`${id}: closed: ${r}`);
+          },
+        },
+      }),
+    );
+
+    const actor: Actor<typeof connectionMachine> = createActor(machine, {
+      input: {
+        options: {
+          maxOptions: settings.maxOptions,
+          tls: settings.tls,
+          noStructuredReplies: settings.noStructuredReplies,
+          noMetaContexts: settings.noMetaContexts,
+        },
+      },
+      inspect: settings.inspect,
+      id,
+    });
+    actor.subscribe({ error: (e: unknown) => {
+      settings.error(`${id}: ${errorMessage(e)}`);
+      finish();
+    } });
+
+    function finish(): void {
+      if (finished) return;
+      finished = true;
+      registry.delete(id);
+      stream.destroy();
+      socket.destroy();
+      sendBack({ type: "CONNECTION_CLOSED", id });
+    }
+
+    registry.set(id, () => {
+      const snap = actor.getSnapshot();
+      const phase = String(snap.value);
+      const child = (snap.children as Record<string, AnyActorRef | undefined>)[phase.toLowerCase()];
+      const childState = child ? String((child.getSnapshot() as { value?: unknown }).value ?? "") : undefined;
+      const n = snap.context.negotiated;
+      return {
+        id,
+        remote: input.remote,
+        phase: childState ? `${phase}/${childState}` : phase,
+        machine: child ? phase.toLowerCase() : "connection",
+        state: childState ?? phase,
+        exportName: n?.chosen?.info.name,
+        inFlight: tx?.inFlight ?? 0,
+        bytesRead: tx?.bytesRead.value ?? 0,
+        bytesWritten: tx?.bytesWritten.value ?? 0,
+        requests: tx?.requests ?? 0,
+        errors: tx?.errors ?? 0,
+        acceptedAt,
+      };
     });
 
-    // preconnect runs before the greeting: a refusal closes the socket unseen.
-    messenger
-      .preconnect(settings.readonly, peer)
-      .then(() => negotiate(socket, queue, messenger, {
-      readonly: settings.readonly,
-      tls: settings.tls,
-      maxOptions: settings.maxOptions,
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-      optionTimeoutMs: settings.optionTimeoutMs,
-      inspect,
-      onPhase: (p) => (phase = p),
-      startTls,
-    }))
-      .then((neg) => {
-        negotiating = false;
-        if (!neg) {
-          phase = "closed";
-          stream.end();
-          finish();
-          return;
-        }
-        exportName = neg.info.name;
-        tx = new Transmission(stream, queue, neg, {
-          maxInFlight: settings.maxInFlight,
-          maxInFlightBytes: settings.maxInFlightBytes,
-          inspect,
-          log: (m) => settings.log(`${id}: ${m}`),
-          onClosed: (fin) => {
-            const closed = messenger.close(neg.opened, fin).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`));
-            // After the transmission has ended the socket (it does once this settles).
-            void closed.finally(() => setImmediate(finish));
-            return closed;
-          },
-        });
-        if (stream.destroyed) tx.clientClosed();
-        else {
-          tx.pump();
-          if (queue.ended) tx.inputEnded();
-        }
-      })
-      .catch((e: unknown) => {
-        negotiating = false;
-        settings.log(`${id}: ${e instanceof Error && process.env.NBDSTATE_DEBUG ? e.stack : errorMessage(e)}`);
-        finish();
-      });
+    receive((ev) => {
+      if (ev.type === "BACKEND_REPLY") messenger.receive(ev);
+      else if (ev.type === "SHUTDOWN" && actor.getSnapshot().status === "active") actor.send({ type: "SHUTDOWN" });
+    });
+
+    actor.start();
 
     return () => {
       registry.delete(id);
+      actor.stop();
       if (!stream.destroyed) stream.destroy();
       if (!socket.destroyed) socket.destroy();
     };
   });
 }
 
-export const DEFAULT_MAX_IN_FLIGHT_BYTES = 4 * C.MAX_REQUEST_SIZE;
+/** Payload bytes in flight per connection before reading pauses. */
+export const DEFAULT_MAX_IN_FLIGHT_BYTES = C.MAX_REQUEST_SIZE;

@@ -4,7 +4,7 @@
 
 import * as C from "../protocol/constants.js";
 import { FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE } from "../backend/types.js";
-import type { ExportInfo } from "./export-info.js";
+import type { ExportInfo } from "../options/export-info.js";
 
 // "NBD_CMD_FLAG_FUA; This flag is valid for all commands, provided
 // NBD_FLAG_SEND_FUA has been negotiated, in which case the server MUST
@@ -31,12 +31,27 @@ const NEEDS_FLAG: Record<number, number> = {
 export interface RequestLimits {
   info: ExportInfo;
   structuredReplies: boolean;
-  baseAllocationId: number;
+  extendedHeaders: boolean;
+  /** How many meta contexts the client selected (BLOCK_STATUS needs one). */
+  contexts: number;
 }
 
+/**
+ * The NBD error for a request header, or 0. `count` is the effect length
+ * (for WRITE, and for BLOCK_STATUS in its payload form, the one the caller
+ * took from the payload).
+ */
 export function checkRequest(l: RequestLimits, type: number, flags: number, offset: number, count: number): number {
   const allowed = ALLOWED_FLAGS[type];
   if (allowed === undefined) return C.NBD_EINVAL; // unknown command
+  // "NBD_CMD_FLAG_PAYLOAD_LEN; only valid if extended headers were
+  // negotiated"; "the flag MUST be set for NBD_CMD_WRITE".
+  if (flags & C.NBD_CMD_FLAG_PAYLOAD_LEN) {
+    if (!l.extendedHeaders) return C.NBD_EINVAL;
+    if (type === C.NBD_CMD_BLOCK_STATUS && !(l.info.flags & C.NBD_FLAG_BLOCK_STATUS_PAYLOAD)) return C.NBD_EINVAL;
+    if (type !== C.NBD_CMD_WRITE && type !== C.NBD_CMD_BLOCK_STATUS) return C.NBD_EINVAL;
+    flags &= ~C.NBD_CMD_FLAG_PAYLOAD_LEN;
+  } else if (type === C.NBD_CMD_WRITE && l.extendedHeaders) return C.NBD_EINVAL;
   if (flags & ~allowed) return C.NBD_EINVAL;
   const info = l.info;
   const writes = type === C.NBD_CMD_WRITE || type === C.NBD_CMD_TRIM || type === C.NBD_CMD_WRITE_ZEROES;
@@ -47,9 +62,11 @@ export function checkRequest(l: RequestLimits, type: number, flags: number, offs
   if (flags & C.NBD_CMD_FLAG_FUA && !info.canFua) return C.NBD_EINVAL;
   if (flags & C.NBD_CMD_FLAG_FAST_ZERO && !(info.flags & C.NBD_FLAG_SEND_FAST_ZERO)) return C.NBD_EINVAL;
   if (flags & C.NBD_CMD_FLAG_DF && !l.structuredReplies) return C.NBD_EINVAL;
-  if (type === C.NBD_CMD_BLOCK_STATUS && l.baseAllocationId === 0) return C.NBD_EINVAL;
+  if (type === C.NBD_CMD_BLOCK_STATUS && l.contexts === 0) return C.NBD_EINVAL;
   if (type === C.NBD_CMD_FLUSH) return offset === 0 && count === 0 ? 0 : C.NBD_EINVAL;
   if ((type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE) && count > C.MAX_REQUEST_SIZE) return C.NBD_EINVAL;
+  // "The client SHOULD NOT request a ... length of 0": nbdstate refuses it
+  // for every command (docs/protocol-notes.md says why).
   if (count === 0) return C.NBD_EINVAL;
   if (offset > info.size || count > info.size - offset) {
     // Writing data or zeroes past the end is "no space" (spec: "SHOULD

@@ -23,4 +23,10 @@ export interface ServerOptions {
   onListening?: () => void;
   /** Stop after the first connection closes (-s, --run wraps this itself). */
   singleConnection?: boolean;
+  /** --no-sr: refuse structured replies (and extended headers). */
+  noStructuredReplies?: boolean;
+  /** --no-mc: refuse meta contexts. */
+  noMetaContexts?: boolean;
+  /** --mask-handshake: handshake flags not to advertise. */
+  maskHandshake?: number;
 }

@@ -12,6 +12,7 @@ import { backendLogic } from "./backend.js";
 import { connectionLogic, DEFAULT_MAX_IN_FLIGHT_BYTES, type ConnectionStatus } from "./connection.js";
 import type { Listener, ServerOptions } from "./server-options.js";
 import { tlsServer } from "./tls.js";
+import type { OptionRecord } from "../options/record.js";
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const DEFAULT_OPTION_TIMEOUT_MS = 60_000;
@@ -34,6 +35,12 @@ export interface StartOptions extends ServerOptions {
   handshakeTimeoutMs?: number;
   /** A client idle this long between options is disconnected (default 60 s). */
   optionTimeoutMs?: number;
+  /** How long a shutdown waits for clients in transmission (default 5 s). */
+  shutdownGraceMs?: number;
+  /** Option records instead of the built-in ones (tests add their own). */
+  optionRecords?: readonly OptionRecord[];
+  /** Lines always shown (default: the stack's). */
+  error?: (msg: string) => void;
 }
 
 function stdioDuplex(): Duplex {
@@ -97,8 +104,14 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
             maxOptions: opts.maxOptions,
             handshakeTimeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
             optionTimeoutMs: opts.optionTimeoutMs ?? DEFAULT_OPTION_TIMEOUT_MS,
+            shutdownGraceMs: opts.shutdownGraceMs,
+            noStructuredReplies: opts.noStructuredReplies,
+            noMetaContexts: opts.noMetaContexts,
+            maskHandshake: opts.maskHandshake,
+            optionRecords: opts.optionRecords,
             inspect: opts.inspect,
             log,
+            error: opts.error ?? ((m) => stack.error(m)),
           },
           registry,
         ) as never,
@@ -113,7 +126,7 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
         },
       },
     }),
-    { input: { maxConnections: opts.maxConnections }, inspect: opts.inspect },
+    { input: { maxConnections: opts.maxConnections, singleConnection: opts.singleConnection }, inspect: opts.inspect },
   );
   actor.subscribe({ error: (e) => log(`server: ${String(e)}`) });
   actor.start();
@@ -146,13 +159,6 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
     }
   }
   opts.onListening?.();
-
-  if (opts.singleConnection) {
-    // -s / single: stop once the one connection has gone.
-    actor.subscribe((s) => {
-      if (s.context.nextId > 1 && s.context.connections.length === 0 && s.value === "LISTENING") actor.send({ type: "SHUTDOWN" });
-    });
-  }
 
   let shuttingDown: Promise<void> | null = null;
   return {

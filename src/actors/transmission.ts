@@ -1,57 +1,83 @@
-// The transmission phase of one connection. Requests are plain code (the
-// hot path: parse 28 bytes in place, one call down the stack, one write);
-// the transmission machine only sees phase events (DISC, shutdown, fatal
-// error, drained, client gone).
+// The data loop of the transmission phase: requests are plain code (the
+// hot path: read a header in place, one call down the stack, the reply
+// written in place and queued). The transmission machine
+// (src/machines/transmission.ts) only sees phase events: NBD_CMD_DISC, a
+// fatal frame, the client's half-close; it says when reading stops, when
+// new requests are refused, and waits here for the replies owed.
+//
+// Replies of every request finished in one turn of the event loop leave in
+// one writev (reply-queue.ts). Reading pauses while too many requests or
+// payload bytes are in flight, or while replies the client has not taken
+// pile up: a client that does not read cannot make the server hold more
+// than a few MiB for it.
 
-import { createActor, type Actor, type InspectionEvent } from "xstate";
 import type { Duplex } from "node:stream";
-import { transmissionMachine } from "../machines/transmission.js";
-import * as C from "../protocol/constants.js";
-import { readU64 } from "../protocol/wire.js";
-import { errorMessage, toNbdErrno } from "../backend/errors.js";
+import type { Opened } from "../backend/chain.js";
 import { clipExtents } from "../backend/extents.js";
-import { FLAG_REQ_ONE, type Context } from "../backend/types.js";
+import { errorMessage, wireErrno } from "../backend/errors.js";
+import { FLAG_REQ_ONE, type Context, type Extent, type ReadPiece } from "../backend/types.js";
+import type { TransmissionEvent } from "../machines/transmission.js";
+import type { ExportInfo } from "../options/export-info.js";
+import * as C from "../protocol/constants.js";
+import * as T from "../protocol/transmission.js";
 import type { ByteQueue } from "./byte-queue.js";
-import type { Negotiated } from "./negotiation.js";
-import {
-  blockStatusChunk, DATA_CHUNK_HEADER, errorChunk, SIMPLE_HEADER, simpleReply, writeChunkHeader, writeSimpleHeader,
-} from "./replies.js";
 import { replyBuffers } from "./buffer-pool.js";
-import { checkRequest, stackFlags } from "./requests.js";
+import { ReplyQueue } from "./reply-queue.js";
+import { checkRequest, stackFlags, type RequestLimits } from "./requests.js";
+
+/** What negotiation hands to transmission. */
+export interface Negotiated {
+  opened: Opened;
+  info: ExportInfo;
+  structuredReplies: boolean;
+  extendedHeaders: boolean;
+  /** The meta contexts the client selected, by id. */
+  metaContexts: { id: number; name: string }[];
+}
 
 export interface TransmissionOptions {
   /** Requests in flight before reading pauses (-t). */
   maxInFlight: number;
   /** Payload bytes in flight before reading pauses. */
   maxInFlightBytes: number;
-  inspect?: (ev: InspectionEvent) => void;
-  log?: (msg: string) => void;
-  /**
-   * Close the context (finalize says whether the client left cleanly);
-   * the socket is ended once the returned promise settles.
-   */
-  onClosed: (finalize: boolean) => Promise<void> | void;
+  /** Debug lines. */
+  log: (msg: string) => void;
+  /** A request failed (the connection rate-limits these lines). */
+  failed: (command: string, err: unknown) => void;
+  /** Phase events for the transmission machine. */
+  emit: (ev: TransmissionEvent) => void;
 }
 
-const HEADER = 28;
-/** Replies queued in the socket, not yet taken by the client, before reading pauses. */
-const MAX_QUEUED_REPLY_BYTES = 8 * 1024 * 1024;
+/** Replies queued and not yet taken by the client, before reading pauses. */
+export const MAX_QUEUED_REPLY_BYTES = 2 * 1024 * 1024;
+/** A hole shorter than this is sent as zeros inside the data around it (a chunk costs more). */
+const MIN_HOLE_CHUNK = 4096;
+/** After a shutdown, the client counts as quiet once it sent nothing for this long. */
+const QUIET_MS = 100;
 
 export class Transmission {
   inFlight = 0;
   private inFlightBytes = 0;
-  private paused = false;
-  private waitingDrain = false;
-  private stopped = false;
-  /** Bytes of an oversized write payload still to throw away. */
-  private discard = 0;
-  private corked = false;
-  private clientGone = false;
+  requests = 0;
+  errors = 0;
   readonly bytesRead = { value: 0 };
   readonly bytesWritten = { value: 0 };
-  private readonly machine: Actor<typeof transmissionMachine>;
+  private reading = false;
+  private refusing = false;
+  private paused = false;
+  private gone = false;
+  /** Payload bytes of a refused request still to throw away as they arrive. */
+  private discard = 0;
+  private waitingDrain = false;
+  private readonly hdr = T.newRequestHeader();
+  private readonly scratch = Buffer.allocUnsafe(T.EXTENDED_REQUEST_SIZE);
   private readonly ctx: Context;
-  private drainedWaiters: (() => void)[] = [];
+  private readonly ext: boolean;
+  private readonly headerSize: number;
+  private readonly limits: RequestLimits;
+  private readonly replies: ReplyQueue;
+  private drainWaiters: (() => void)[] = [];
+  private lastData = 0;
 
   constructor(
     private readonly socket: Duplex,
@@ -60,119 +86,135 @@ export class Transmission {
     private readonly o: TransmissionOptions,
   ) {
     this.ctx = neg.opened.ctx;
-    this.machine = createActor(
-      transmissionMachine.provide({
-        actions: {
-          stopReading: () => {
-            this.stopped = true;
-          },
-          checkDrained: () => this.checkDrained(),
-          closeConnection: () => void this.close(),
-        },
-      }),
-      { inspect: o.inspect },
-    );
-    this.machine.subscribe({ error: (e) => o.log?.(`transmission: ${String(e)}`) });
-    this.machine.start();
+    this.ext = neg.extendedHeaders;
+    this.headerSize = T.requestSize(this.ext);
+    this.limits = { info: neg.info, structuredReplies: neg.structuredReplies, extendedHeaders: neg.extendedHeaders, contexts: neg.metaContexts.length };
+    this.replies = new ReplyQueue(socket);
+    this.replies.onFlush = () => this.afterFlush();
   }
 
-  get phase(): string {
-    return String(this.machine.getSnapshot().value);
+  // ---- what the machine asks for
+
+  start(): void {
+    this.reading = true;
+    this.pump();
   }
 
-  /** Phase events from outside: server shutdown, socket closed by the client. */
-  shutdown(): void {
-    this.machine.send({ type: "SHUTDOWN" });
+  /** Shutdown: requests read from now on get NBD_ESHUTDOWN without reaching the stack. */
+  refuse(): void {
+    this.refusing = true;
   }
 
-  /** The client half-closed: drain what is in flight, then close. */
-  inputEnded(): void {
-    this.stopped = true;
-    this.machine.send({ type: "FATAL", reason: "client closed its sending side" });
+  stopReading(): void {
+    this.reading = false;
   }
 
-  clientClosed(): void {
-    this.clientGone = true;
-    this.stopped = true;
-    // The socket's "close" also follows our own end after CLOSED: nothing to tell then.
-    if (this.machine.getSnapshot().status === "active") this.machine.send({ type: "CLIENT_CLOSED" });
+  /** Resolves once every request in flight has its reply queued. */
+  awaitReplies(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((r) => this.drainWaiters.push(r));
   }
 
-  private fatal(reason: string): void {
-    this.o.log?.(`transmission: ${reason}`);
-    this.machine.send({ type: "FATAL", reason });
-  }
-
-  private checkDrained(): void {
-    // Looked at once the current transition is over: as DRAINING's entry
-    // action this runs while the snapshot still says SERVING.
-    if (this.inFlight !== 0) return;
-    queueMicrotask(() => {
-      if (this.inFlight === 0 && this.machine.getSnapshot().value === "DRAINING") this.machine.send({ type: "REPLIES_DRAINED" });
+  /** Resolves once nothing is in flight or half-received and the client has been quiet for a moment. */
+  awaitQuiet(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.gone) return resolve();
+        const quietFor = Date.now() - this.lastData;
+        if (this.inFlight === 0 && this.queue.length === 0 && this.discard === 0 && quietFor >= QUIET_MS) return resolve();
+        setTimeout(check, Math.max(10, QUIET_MS - quietFor));
+      };
+      check();
     });
   }
 
-  private async close(): Promise<void> {
-    this.stopped = true;
-    // A context never sees a close while its requests are still running.
-    if (this.inFlight > 0) await new Promise<void>((r) => this.drainedWaiters.push(r));
-    // As nbdkit: a client that leaves cleanly sees the connection end only
-    // after the context is finalized (delay-close, log's Disconnect line).
-    const clean = !this.clientGone;
-    await this.o.onClosed(clean);
-    if (clean) this.socket.end();
+  // ---- what the socket tells
+
+  /** More bytes arrived (already in the queue). */
+  data(): void {
+    this.lastData = Date.now();
+    if (this.reading) this.pump();
   }
+
+  /** The client half-closed: what is complete is served, then the phase ends. */
+  inputEnded(): void {
+    this.pump();
+    this.o.emit({ type: "INPUT_ENDED" });
+  }
+
+  /** The socket is gone: nothing more is written. */
+  clientClosed(): void {
+    this.gone = true;
+    this.reading = false;
+    this.replies.close();
+  }
+
+  // ---- requests
 
   /** Parse and dispatch every complete request in the queue. */
   pump(): void {
     const q = this.queue;
-    while (!this.paused && !this.stopped) {
+    const H = this.headerSize;
+    const hdr = this.hdr;
+    while (this.reading && !this.paused) {
       if (this.discard > 0) {
         const k = Math.min(this.discard, q.length);
         q.drop(k);
         this.discard -= k;
         if (this.discard > 0) return;
       }
-      if (q.length < HEADER) return;
-      if (q.u32(0) !== C.NBD_REQUEST_MAGIC) {
-        this.fatal("bad request magic");
+      if (q.length < H) return;
+      const head = q.peek(0, H, () => this.scratch);
+      if (!T.readRequest(head, 0, this.ext, hdr)) {
+        this.reading = false;
+        this.o.emit({ type: "FATAL", reason: `bad request magic 0x${head.readUInt32BE(0).toString(16)}` });
         return;
       }
-      const hdr = q.peek(0, HEADER);
-      const flags = hdr.readUInt16BE(4);
-      const type = hdr.readUInt16BE(6);
-      const offset = readU64(hdr, 16);
-      const count = hdr.readUInt32BE(24);
-      let payload: Buffer | null = null;
-      let pooled = false;
-      let cookie = hdr.subarray(8, 16);
-      if (type === C.NBD_CMD_WRITE) {
-        if (count > C.MAX_REQUEST_SIZE) {
-          // Too large to hold: answer EINVAL and skip the payload as it streams in.
-          cookie = Buffer.from(cookie);
-          q.drop(HEADER);
-          this.discard = count;
-          this.bytesRead.value += HEADER + count;
-          this.send(simpleReply(C.NBD_EINVAL, cookie));
-          continue;
+      const { type, flags, offset, cookieHi, cookieLo } = hdr;
+      // "the meaning of the *length* field depends on whether *flags*
+      // contains NBD_CMD_FLAG_PAYLOAD_LEN"; compact: only WRITE has a payload.
+      const payloadLen = this.ext ? (flags & C.NBD_CMD_FLAG_PAYLOAD_LEN ? hdr.length : 0) : type === C.NBD_CMD_WRITE ? hdr.length : 0;
+      if (payloadLen > C.MAX_REQUEST_SIZE) {
+        if (this.ext) {
+          // "A server SHOULD initiate hard disconnect if a client sets the
+          // NBD_CMD_FLAG_PAYLOAD_LEN flag and uses a *length* larger than a
+          // server's advertised or default maximum payload length".
+          this.reading = false;
+          this.o.emit({ type: "FATAL", reason: `payload of ${payloadLen} bytes is over the maximum` });
+          return;
         }
-        if (q.length < HEADER + count) return;
-        // A view when header and payload sit in one socket chunk, else one
-        // copy into a warm pooled buffer, given back once the write is done.
-        pooled = !q.contiguous(HEADER + count);
-        const whole = q.peek(0, HEADER + count, pooled ? (n) => replyBuffers.get(n) : undefined);
-        cookie = whole.subarray(8, 16);
-        payload = whole.subarray(HEADER);
-        q.drop(HEADER + count);
-      } else {
-        q.drop(HEADER);
+        // Compact WRITE too large to hold: answered EINVAL, its payload skipped as it streams in.
+        q.drop(H);
+        this.discard = payloadLen;
+        this.bytesRead.value += H + payloadLen;
+        this.requests++;
+        this.replyError(type, flags, C.NBD_EINVAL, "write payload larger than the maximum", cookieHi, cookieLo, offset);
+        continue;
       }
-      this.bytesRead.value += HEADER + (payload ? count : 0);
+      if (q.length < H + payloadLen) return;
+      let payload: Buffer | null = null;
+      let pooled: Buffer | null = null;
+      if (payloadLen > 0) {
+        // A view when header and payload sit in one socket chunk, else one
+        // copy into a warm pooled buffer, given back once the request is done.
+        if (q.contiguous(H + payloadLen)) payload = q.peek(H, payloadLen);
+        else payload = pooled = q.peek(H, payloadLen, (n) => replyBuffers.get(n));
+      }
+      q.drop(H + payloadLen);
+      this.bytesRead.value += H + payloadLen;
       if (type === C.NBD_CMD_DISC) {
-        this.machine.send({ type: "NBD_CMD_DISC" });
+        // "The client MUST NOT send any requests after NBD_CMD_DISC": nothing more is read.
+        this.reading = false;
+        this.o.emit({ type: "NBD_CMD_DISC" });
         return;
       }
-      this.dispatch(type, flags, cookie, offset, count, payload, pooled ? payload!.buffer : null);
+      this.requests++;
+      if (this.refusing) {
+        if (pooled) replyBuffers.put(pooled);
+        this.replyError(type, flags, C.NBD_ESHUTDOWN, "the server is shutting down", cookieHi, cookieLo, offset);
+        continue;
+      }
+      this.dispatch(type, flags, cookieHi, cookieLo, offset, hdr.length, payload, pooled);
       if (this.busy()) {
         this.paused = true;
         this.socket.pause();
@@ -182,17 +224,38 @@ export class Transmission {
   }
 
   private dispatch(
-    type: number, flags: number, cookie: Buffer, offset: number, count: number, payload: Buffer | null,
-    pooledPayload: ArrayBufferLike | null,
+    type: number, flags: number, cHi: number, cLo: number, offset: number, length: number, payload: Buffer | null, pooled: Buffer | null,
   ): void {
-    // The cookie may live in the pooled payload buffer: give it back only after the reply copied it.
-    const release = pooledPayload ? () => replyBuffers.put(Buffer.from(pooledPayload as ArrayBuffer)) : null;
-    const err = checkRequest(this.neg, type, flags, offset, count);
-    if (err !== 0) {
-      this.sendError(type, err, "request rejected", cookie);
-      release?.();
+    let count = type === C.NBD_CMD_WRITE ? (payload?.length ?? length) : length;
+    let ids: number[] | null = null;
+    if (type === C.NBD_CMD_BLOCK_STATUS && flags & C.NBD_CMD_FLAG_PAYLOAD_LEN) {
+      // "The payload form MUST occupy 8 + n*4 bytes ... 64 bits, effect
+      // length; n * 32 bits, list of metacontext ids"; unknown or duplicate
+      // ids: "MUST gracefully consume the client's payload before failing
+      // with NBD_EINVAL".
+      const p = payload ? T.readBlockStatusPayload(payload, 0, payload.length) : null;
+      const known = new Set(this.neg.metaContexts.map((m) => m.id));
+      if (!p || p.ids.length === 0 || new Set(p.ids).size !== p.ids.length || !p.ids.every((i) => known.has(i))) {
+        if (pooled) replyBuffers.put(pooled);
+        this.replyError(type, flags, C.NBD_EINVAL, "bad BLOCK_STATUS payload", cHi, cLo, offset);
+        return;
+      }
+      count = p.effectLength;
+      ids = p.ids;
+    } else if (payload && type !== C.NBD_CMD_WRITE) {
+      // A payload the command does not take: consumed, then refused.
+      if (pooled) replyBuffers.put(pooled);
+      this.replyError(type, flags, C.NBD_EINVAL, "this command takes no payload", cHi, cLo, offset);
       return;
     }
+    const err = checkRequest(this.limits, type, flags, offset, count);
+    if (err !== 0) {
+      if (pooled) replyBuffers.put(pooled);
+      this.replyError(type, flags, err, "request rejected", cHi, cLo, offset);
+      return;
+    }
+    // With extended headers a status request may name more than the maximum; reply about a bounded part.
+    if (type === C.NBD_CMD_BLOCK_STATUS && count > 0xffffffff) count = 0xffffffff;
     const f = stackFlags(type, flags);
     const ctx = this.ctx;
     const bytes = type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE ? count : 0;
@@ -201,101 +264,217 @@ export class Transmission {
     let p: Promise<unknown>;
     switch (type) {
       case C.NBD_CMD_READ:
-        p = this.read(cookie, offset, count);
+        p = this.read(flags, cHi, cLo, offset, count);
         break;
       case C.NBD_CMD_WRITE:
-        p = ctx.pwrite(payload!, offset, f).then(() => this.send(simpleReply(0, cookie)));
+        p = ctx.pwrite(payload!, offset, f);
         break;
       case C.NBD_CMD_FLUSH:
-        p = ctx.flush(f).then(() => this.send(simpleReply(0, cookie)));
+        p = ctx.flush(f);
         break;
       case C.NBD_CMD_TRIM:
-        p = ctx.trim(count, offset, f).then(() => this.send(simpleReply(0, cookie)));
+        p = ctx.trim(count, offset, f);
         break;
       case C.NBD_CMD_WRITE_ZEROES:
-        p = ctx.zero(count, offset, f).then(() => this.send(simpleReply(0, cookie)));
+        p = ctx.zero(count, offset, f);
         break;
       case C.NBD_CMD_CACHE:
-        p = ctx.cache(count, offset, f).then(() => this.send(simpleReply(0, cookie)));
+        p = ctx.cache(count, offset, f);
         break;
       default: // NBD_CMD_BLOCK_STATUS (checkRequest refused anything else)
-        p = ctx.extents(count, offset, f).then((e) => this.send(blockStatusChunk(this.neg.baseAllocationId, clipExtents(e, count, (f & FLAG_REQ_ONE) !== 0), cookie)));
+        p = this.blockStatus(cHi, cLo, offset, count, f, ids);
     }
     p.then(
       () => {
-        release?.();
+        if (pooled) replyBuffers.put(pooled);
+        if (type !== C.NBD_CMD_READ && type !== C.NBD_CMD_BLOCK_STATUS) this.replyOk(cHi, cLo, offset);
         this.done(bytes);
       },
       (e: unknown) => {
-        this.o.log?.(`${C.COMMAND_NAMES[type]}: ${errorMessage(e)}`);
-        this.sendError(type, toNbdErrno(e), errorMessage(e), cookie);
-        release?.();
+        if (pooled) replyBuffers.put(pooled);
+        this.errors++;
+        this.o.failed(C.COMMAND_NAMES[type] ?? `command ${type}`, e);
+        const errno = wireErrno(e, (flags & C.NBD_CMD_FLAG_FAST_ZERO) !== 0, (flags & C.NBD_CMD_FLAG_DF) !== 0);
+        this.replyError(type, flags, errno, errorMessage(e), cHi, cLo, offset);
         this.done(bytes);
       },
     );
   }
 
-  private async read(cookie: Buffer, offset: number, count: number): Promise<void> {
-    // Header and data in one buffer: one write per reply.
-    const head = this.neg.structuredReplies ? DATA_CHUNK_HEADER : SIMPLE_HEADER;
+  // ---- replies
+
+  /** A successful reply without payload: simple, or with extended headers an NBD_REPLY_TYPE_NONE chunk. */
+  private replyOk(cHi: number, cLo: number, offset: number): void {
+    if (this.gone) return;
+    if (this.ext) {
+      const { buf, pos } = this.replies.reserve(T.EXTENDED_REPLY_SIZE);
+      T.writeChunk(buf, pos, true, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_NONE, cHi, cLo, offset, 0);
+      this.bytesWritten.value += T.EXTENDED_REPLY_SIZE;
+    } else {
+      const { buf, pos } = this.replies.reserve(T.SIMPLE_REPLY_SIZE);
+      T.writeSimpleReply(buf, pos, 0, cHi, cLo);
+      this.bytesWritten.value += T.SIMPLE_REPLY_SIZE;
+    }
+  }
+
+  /**
+   * An error reply: with extended headers always an error chunk ("a simple
+   * reply MUST NOT be used"); with structured replies an error chunk for
+   * READ ("MUST NOT use a simple reply for NBD_CMD_READ (even for the case
+   * of an early NBD_EINVAL due to bad flags)") and BLOCK_STATUS; else simple.
+   */
+  private replyError(type: number, _flags: number, errno: number, message: string, cHi: number, cLo: number, offset: number): void {
+    if (this.gone) return;
+    const chunk = this.ext || (this.neg.structuredReplies && (type === C.NBD_CMD_READ || type === C.NBD_CMD_BLOCK_STATUS));
+    if (!chunk) {
+      const { buf, pos } = this.replies.reserve(T.SIMPLE_REPLY_SIZE);
+      T.writeSimpleReply(buf, pos, errno, cHi, cLo);
+      this.bytesWritten.value += T.SIMPLE_REPLY_SIZE;
+      return;
+    }
+    const msg = Buffer.from(message.slice(0, 512), "utf8").subarray(0, T.MAX_ERROR_MESSAGE);
+    const hs = T.chunkHeaderSize(this.ext);
+    const n = hs + T.errorPayloadSize(msg.length);
+    const { buf, pos } = this.replies.reserve(n);
+    T.writeChunk(buf, pos, this.ext, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_ERROR, cHi, cLo, offset, n - hs);
+    T.writeErrorPayload(buf, pos + hs, errno, msg);
+    this.bytesWritten.value += n;
+  }
+
+  private async read(flags: number, cHi: number, cLo: number, offset: number, count: number): Promise<void> {
+    if (!this.neg.structuredReplies) {
+      // Simple reply: header and data in one buffer, one write.
+      const b = replyBuffers.get(T.SIMPLE_REPLY_SIZE + count);
+      try {
+        await this.ctx.pread(b.subarray(T.SIMPLE_REPLY_SIZE), offset, 0);
+      } catch (e) {
+        replyBuffers.put(b);
+        throw e;
+      }
+      T.writeSimpleReply(b, 0, 0, cHi, cLo);
+      this.queueData(b);
+      return;
+    }
+    const hs = T.chunkHeaderSize(this.ext);
+    const head = hs + T.OFFSET_DATA_PREFIX;
     const b = replyBuffers.get(head + count);
-    await this.ctx.pread(b.subarray(head), offset, 0);
-    if (head === DATA_CHUNK_HEADER) {
-      writeChunkHeader(b, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + count);
-      b.writeUInt32BE(Math.floor(offset / 0x1_0000_0000) >>> 0, 20);
-      b.writeUInt32BE(offset >>> 0, 24);
-    } else {
-      writeSimpleHeader(b, 0, cookie);
+    const data = b.subarray(head);
+    let pieces: ReadPiece[];
+    try {
+      // "NBD_CMD_FLAG_DF ... the server MUST NOT fragment the reply": plain data then.
+      if (flags & C.NBD_CMD_FLAG_DF) {
+        await this.ctx.pread(data, offset, 0);
+        pieces = [{ length: count, hole: false }];
+      } else pieces = mergeHoles(await this.ctx.preadSparse(data, offset, 0), data);
+    } catch (e) {
+      replyBuffers.put(b);
+      throw e;
     }
-    this.send(b, () => replyBuffers.put(b));
+    if (this.gone) {
+      replyBuffers.put(b);
+      return;
+    }
+    if (pieces.length === 1 && !pieces[0]!.hole) {
+      T.writeChunk(b, 0, this.ext, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_OFFSET_DATA, cHi, cLo, offset, T.OFFSET_DATA_PREFIX + count);
+      T.writeOffset(b, hs, offset);
+      this.queueData(b);
+      return;
+    }
+    this.sparseChunks(b, head, pieces, cHi, cLo, offset);
   }
 
-  private sendError(type: number, errno: number, message: string, cookie: Buffer): void {
-    // Structured replies: an error chunk for the commands whose replies are structured.
-    if (this.neg.structuredReplies && (type === C.NBD_CMD_READ || type === C.NBD_CMD_BLOCK_STATUS)) {
-      this.send(errorChunk(errno, message, cookie));
-    } else {
-      this.send(simpleReply(errno, cookie));
+  /** Data and hole chunks for a sparse read: holes as NBD_REPLY_TYPE_OFFSET_HOLE, nothing of them on the wire. */
+  private sparseChunks(b: Buffer, head: number, pieces: ReadPiece[], cHi: number, cLo: number, offset: number): void {
+    const hs = T.chunkHeaderSize(this.ext);
+    const last = pieces.length - 1;
+    let at = 0;
+    // The buffer goes back to the pool after the last data piece written from it.
+    let lastData = -1;
+    for (let i = 0; i < pieces.length; i++) if (!pieces[i]!.hole) lastData = i;
+    if (lastData < 0) replyBuffers.put(b);
+    for (let i = 0; i <= last; i++) {
+      const piece = pieces[i]!;
+      const flags = i === last ? C.NBD_REPLY_FLAG_DONE : 0;
+      const pieceOffset = offset + at;
+      if (piece.hole) {
+        const { buf, pos } = this.replies.reserve(hs + T.OFFSET_HOLE_SIZE);
+        T.writeChunk(buf, pos, this.ext, flags, C.NBD_REPLY_TYPE_OFFSET_HOLE, cHi, cLo, offset, T.OFFSET_HOLE_SIZE);
+        T.writeOffsetHole(buf, pos + hs, pieceOffset, piece.length);
+        this.bytesWritten.value += hs + T.OFFSET_HOLE_SIZE;
+      } else if (at === 0) {
+        // The first piece's header fits in front of it, in the buffer itself.
+        T.writeChunk(b, 0, this.ext, flags, C.NBD_REPLY_TYPE_OFFSET_DATA, cHi, cLo, offset, T.OFFSET_DATA_PREFIX + piece.length);
+        T.writeOffset(b, hs, pieceOffset);
+        this.push(b.subarray(0, head + piece.length), i === lastData ? b : null);
+      } else {
+        const { buf, pos } = this.replies.reserve(head);
+        T.writeChunk(buf, pos, this.ext, flags, C.NBD_REPLY_TYPE_OFFSET_DATA, cHi, cLo, offset, T.OFFSET_DATA_PREFIX + piece.length);
+        T.writeOffset(buf, pos + hs, pieceOffset);
+        this.bytesWritten.value += head;
+        this.push(b.subarray(head + at, head + at + piece.length), i === lastData ? b : null);
+      }
+      at += piece.length;
     }
   }
 
-  /** Queue a reply; `written` runs once the socket no longer needs b. */
-  private send(b: Buffer, written?: () => void): void {
-    if (this.clientGone) return;
+  private push(view: Buffer, release: Buffer | null): void {
+    this.bytesWritten.value += view.length;
+    this.replies.push(view, release ? () => replyBuffers.put(release) : undefined);
+  }
+
+  private queueData(b: Buffer): void {
+    if (this.gone) {
+      replyBuffers.put(b);
+      return;
+    }
     this.bytesWritten.value += b.length;
-    // Replies finishing in the same tick leave in one writev.
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.socket.write(b, written);
+    this.replies.push(b, () => replyBuffers.put(b));
   }
+
+  /** One status chunk per selected context ("exactly one status chunk per negotiated metadata context ID"). */
+  private async blockStatus(cHi: number, cLo: number, offset: number, count: number, f: number, ids: number[] | null): Promise<void> {
+    const chosen = ids ? this.neg.metaContexts.filter((m) => ids.includes(m.id)) : this.neg.metaContexts;
+    const reqOne = (f & FLAG_REQ_ONE) !== 0;
+    const all = await Promise.all(
+      chosen.map(async (m): Promise<Extent[]> => {
+        const e = m.name === C.BASE_ALLOCATION ? await this.ctx.extents(count, offset, f) : await this.ctx.contextExtents(m.name, count, offset, f);
+        return clipExtents(e, count, reqOne);
+      }),
+    );
+    if (this.gone) return;
+    const hs = T.chunkHeaderSize(this.ext);
+    chosen.forEach((m, i) => {
+      const ext = all[i]!;
+      const len = T.blockStatusSize(this.ext, ext.length);
+      const { buf, pos } = this.replies.reserveAny(hs + len);
+      T.writeChunk(buf, pos, this.ext, i === chosen.length - 1 ? C.NBD_REPLY_FLAG_DONE : 0,
+        this.ext ? C.NBD_REPLY_TYPE_BLOCK_STATUS_EXT : C.NBD_REPLY_TYPE_BLOCK_STATUS, cHi, cLo, offset, len);
+      T.writeBlockStatus(buf, pos + hs, this.ext, m.id, ext);
+      this.bytesWritten.value += hs + len;
+    });
+  }
+
+  // ---- flow control
 
   private done(bytes: number): void {
     this.inFlight--;
     this.inFlightBytes -= bytes;
-    if (this.inFlight === 0) {
-      for (const w of this.drainedWaiters.splice(0)) w();
-      if (this.phase === "DRAINING") this.machine.send({ type: "REPLIES_DRAINED" });
-    }
+    if (this.inFlight === 0 && this.drainWaiters.length) for (const w of this.drainWaiters.splice(0)) w();
     this.maybeResume();
   }
 
-  /**
-   * Reading pauses while too many requests are in flight, or while replies
-   * the client has not read yet pile up in the socket: a client that does
-   * not read cannot make the server queue replies without bound.
-   */
+  /** Too many requests or payload bytes in flight, or too many reply bytes the client has not taken. */
   private busy(): boolean {
     return (
       this.inFlight >= this.o.maxInFlight ||
       this.inFlightBytes >= this.o.maxInFlightBytes ||
-      this.socket.writableLength >= MAX_QUEUED_REPLY_BYTES
+      this.socket.writableLength + this.replies.pendingBytes >= MAX_QUEUED_REPLY_BYTES
     );
+  }
+
+  /** Replies just moved from the queue to the socket: reading may resume, or must wait for 'drain'. */
+  private afterFlush(): void {
+    if (this.paused) this.maybeResume();
   }
 
   private awaitDrain(): void {
@@ -308,7 +487,7 @@ export class Transmission {
   }
 
   private maybeResume(): void {
-    if (!this.paused || this.stopped) return;
+    if (!this.paused || !this.reading) return;
     if (this.busy()) {
       this.awaitDrain();
       return;
@@ -317,4 +496,26 @@ export class Transmission {
     this.socket.resume();
     this.pump();
   }
+}
+
+/** Holes too short to be worth a chunk are zeros inside the data (written into buf). */
+function mergeHoles(pieces: ReadPiece[], buf: Buffer): ReadPiece[] {
+  if (pieces.length === 1) {
+    if (pieces[0]!.hole && pieces[0]!.length < MIN_HOLE_CHUNK) {
+      buf.fill(0);
+      return [{ length: buf.length, hole: false }];
+    }
+    return pieces;
+  }
+  const out: ReadPiece[] = [];
+  let at = 0;
+  for (const p of pieces) {
+    const hole = p.hole && p.length >= MIN_HOLE_CHUNK;
+    if (p.hole && !hole) buf.fill(0, at, at + p.length);
+    const prev = out[out.length - 1];
+    if (prev && prev.hole === hole) prev.length += p.length;
+    else out.push({ length: p.length, hole });
+    at += p.length;
+  }
+  return out;
 }

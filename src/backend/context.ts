@@ -52,6 +52,7 @@ export class BackendContext implements Context, Call {
   trim: Context["trim"];
   zero: Context["zero"];
   extents: Context["extents"];
+  contextExtents: Context["contextExtents"];
   cache: Context["cache"];
 
   constructor(
@@ -72,6 +73,7 @@ export class BackendContext implements Context, Call {
     this.trim = passed("trim") ? n!.trim.bind(n) : this.checkedTrim;
     this.zero = passed("zero") ? n!.zero.bind(n) : this.checkedZero;
     this.extents = passed("extents") ? n!.extents.bind(n) : this.checkedExtents;
+    this.contextExtents = passed("contextExtents") ? n!.contextExtents.bind(n) : this.checkedContextExtents;
     this.cache = passed("cache") ? n!.cache.bind(n) : this.checkedCache;
   }
 
@@ -167,6 +169,14 @@ export class BackendContext implements Context, Call {
     if (!c.canExtents) return [{ length: count, type: 0 }];
     const ext = await this.ops.extents(this, count, offset, flags);
     if (!Array.isArray(ext) || ext.length === 0) throw new Error(`${this.ops.name}: extents returned no extent`);
+    return ext;
+  };
+
+  private checkedContextExtents = async (context: string, count: number, offset: number, flags: number): Promise<Extent[]> => {
+    this.range(count, offset, false);
+    if (flags & ~FLAG_REQ_ONE) throw badFlags("extents", flags);
+    const ext = await this.ops.contextExtents(this, context, count, offset, flags);
+    if (!Array.isArray(ext) || ext.length === 0) throw new Error(`${this.ops.name}: ${context}: no extent returned`);
     return ext;
   };
 

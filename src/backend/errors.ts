@@ -27,6 +27,19 @@ export function toNbdErrno(err: unknown): number {
   return NBD_EIO;
 }
 
+/**
+ * The NBD error to send for a failed request, as nbdkit's nbd_errno:
+ * "not supported" is ENOTSUP only to a fast zero (the spec's "MUST fail
+ * quickly with an error of NBD_ENOTSUP"), else EINVAL; EOVERFLOW only to a
+ * read with NBD_CMD_FLAG_DF, else EINVAL.
+ */
+export function wireErrno(err: unknown, fastZero: boolean, df: boolean): number {
+  const n = toNbdErrno(err);
+  if (n === NBD_ENOTSUP && !fastZero) return NBD_EINVAL;
+  if (n === NBD_EOVERFLOW && !df) return NBD_EINVAL;
+  return n;
+}
+
 /** Any thrown value as one line of text (for logs and error replies). */
 export function errorMessage(e: unknown): string {
   let msg: string;

@@ -56,7 +56,7 @@ export interface Below {
   lower: LowerBackend;
 }
 
-export type DataCall = "pread" | "preadSparse" | "pwrite" | "flush" | "trim" | "zero" | "extents" | "cache";
+export type DataCall = "pread" | "preadSparse" | "pwrite" | "flush" | "trim" | "zero" | "extents" | "contextExtents" | "cache";
 
 export interface LayerOps {
   readonly name: string;
@@ -78,6 +78,7 @@ export interface LayerOps {
   preconnect(next: ((readonly: boolean) => Promise<void>) | null, readonly: boolean, peer: PeerInfo): Promise<void>;
   listExports(lower: LowerBackend | null, p: ListParams): Promise<ExportEntry[]>;
   defaultExport(lower: LowerBackend | null, p: ListParams): Promise<string | null>;
+  metaContexts(lower: LowerBackend | null, exportName: string): Promise<string[]>;
 
   open(r: OpenRequest, below: Below | null): Promise<unknown>;
   prepare(c: Call): Promise<void>;
@@ -92,6 +93,7 @@ export interface LayerOps {
   trim(c: Call, count: number, offset: number, flags: number): Promise<void>;
   zero(c: Call, count: number, offset: number, flags: number): Promise<void>;
   extents(c: Call, count: number, offset: number, flags: number): Promise<Extent[]>;
+  contextExtents(c: Call, context: string, count: number, offset: number, flags: number): Promise<Extent[]>;
   cache(c: Call, count: number, offset: number, flags: number): Promise<void>;
 }
 
@@ -151,6 +153,9 @@ export function pluginOps(p: Plugin): LayerOps {
     },
     async defaultExport(_lower, lp) {
       return p.defaultExport ? p.defaultExport(lp) : "";
+    },
+    async metaContexts(_lower, exportName) {
+      return p.metaContexts ? p.metaContexts(exportName) : [];
     },
     async open(r) {
       return p.open(r.readonly, r.exportName, r.tls, r.connection);
@@ -236,6 +241,10 @@ export function pluginOps(p: Plugin): LayerOps {
     async extents(c, count, offset, flags) {
       return p.extents!(c.handle, count, offset, flags);
     },
+    async contextExtents(c, context, count, offset, flags) {
+      if (!p.contextExtents) throw new NbdError(NBD_EINVAL, `metadata context ${context} is not served here`);
+      return p.contextExtents(c.handle, context, count, offset, flags);
+    },
     async cache(c, count, offset, flags) {
       if (c.caps!.canCache === "native" && p.cache) {
         await p.cache(c.handle, count, offset, flags);
@@ -266,7 +275,7 @@ export function filterOps(f: Filter): LayerOps {
   const name = f.name;
   const passThrough = (): Set<DataCall> => {
     const pass = new Set<DataCall>();
-    for (const d of ["pwrite", "flush", "trim", "zero", "extents", "cache"] as const) if (!f[d]) pass.add(d);
+    for (const d of ["pwrite", "flush", "trim", "zero", "extents", "contextExtents", "cache"] as const) if (!f[d]) pass.add(d);
     // A filter that reads for itself serves plain data unless it also says where the holes are.
     if (!f.pread) pass.add("pread");
     if (!f.pread && !f.preadSparse) pass.add("preadSparse");
@@ -311,6 +320,9 @@ export function filterOps(f: Filter): LayerOps {
     },
     async defaultExport(lower, lp) {
       return f.defaultExport ? f.defaultExport(lower!, lp) : lower!.defaultExport(lp);
+    },
+    async metaContexts(lower, exportName) {
+      return f.metaContexts ? f.metaContexts(lower!, exportName) : lower!.metaContexts(exportName);
     },
     async open(r, below) {
       const b = below!;
@@ -383,6 +395,9 @@ export function filterOps(f: Filter): LayerOps {
     },
     async extents(c, count, offset, flags) {
       return f.extents!(nx(c), c.handle, count, offset, flags);
+    },
+    async contextExtents(c, context, count, offset, flags) {
+      return f.contextExtents!(nx(c), c.handle, context, count, offset, flags);
     },
     async cache(c, count, offset, flags) {
       await f.cache!(nx(c), c.handle, count, offset, flags);

@@ -179,6 +179,15 @@ export class Layer implements LayerNode {
     return name;
   }
 
+  /** Metadata contexts (besides base:allocation) this layer serves for an export. */
+  async metaContexts(exportName: string): Promise<string[]> {
+    const list = await this.ops.metaContexts(this.below ? this.below.asLower() : null, exportName);
+    if (!Array.isArray(list) || !list.every((n) => typeof n === "string" && isNbdString(n) && /^[^:]+:./.test(n))) {
+      throw new Error(`${this.name}: metaContexts must return context names of the form NAMESPACE:NAME`);
+    }
+    return [...new Set(list)].filter((n) => n !== "base:allocation");
+  }
+
   /** The view of this layer that the filter above it gets. */
   asLower(): LowerBackend {
     if (this.lowerView) return this.lowerView;
@@ -188,6 +197,7 @@ export class Layer implements LayerNode {
       defaultExport: (p) => this.defaultExport(p),
       open: (o) => this.openOwned(o),
       close: (c) => this.closeOwned(c),
+      metaContexts: (n) => this.metaContexts(n),
     };
     return this.lowerView;
   }

@@ -89,6 +89,7 @@ export class SharedContexts {
     v.trim = (c, o, f) => (closed() ? shut() : h.track(ctx.trim(c, o, f)));
     v.zero = (c, o, f) => (closed() ? shut() : h.track(ctx.zero(c, o, f)));
     v.extents = (c, o, f) => (closed() ? shut() : h.track(ctx.extents(c, o, f)));
+    v.contextExtents = (n, c, o, f) => (closed() ? shut() : h.track(ctx.contextExtents(n, c, o, f)));
     v.cache = (c, o, f) => (closed() ? shut() : h.track(ctx.cache(c, o, f)));
     return v;
   }

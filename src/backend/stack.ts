@@ -133,6 +133,11 @@ export class Stack {
     return this.top.defaultExport(p);
   }
 
+  /** Every metadata context the stack serves for an export: base:allocation first. */
+  async metaContexts(exportName: string): Promise<string[]> {
+    return ["base:allocation", ...(await this.top.metaContexts(exportName))];
+  }
+
   /** Open and prepare a context through the whole stack for one client. */
   open(readonly: boolean, exportName: string, tls: boolean, connection?: ConnectionInfo): Promise<Opened> {
     return openPrepared(this.top, { readonly, exportName, tls, connection });

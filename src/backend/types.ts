@@ -132,6 +132,8 @@ export interface DataOps {
   zero(count: number, offset: number, flags: number): Promise<void>;
   /** Extents covering [offset, ...) contiguously; at least one, at most count bytes matter. */
   extents(count: number, offset: number, flags: number): Promise<Extent[]>;
+  /** Block status of a metadata context other than base:allocation (see metaContexts). */
+  contextExtents(context: string, count: number, offset: number, flags: number): Promise<Extent[]>;
   cache(count: number, offset: number, flags: number): Promise<void>;
 }
 
@@ -160,6 +162,8 @@ export interface LowerBackend {
   defaultExport(p: ListParams): Promise<string | null>;
   open(o: OpenOptions): Promise<Context>;
   close(ctx: Context): Promise<void>;
+  /** Metadata contexts the layer below serves for an export, besides base:allocation. */
+  metaContexts(exportName: string): Promise<string[]>;
 }
 
 /** Global callbacks shared by plugins and filters. */
@@ -225,6 +229,13 @@ export interface Plugin<H = any> extends LayerCommon {
   zero?(h: H, count: number, offset: number, flags: number): MaybePromise<void>;
   extents?(h: H, count: number, offset: number, flags: number): MaybePromise<Extent[]>;
   cache?(h: H, count: number, offset: number, flags: number): MaybePromise<void>;
+  /**
+   * Metadata contexts besides base:allocation (e.g. "qemu:allocation-depth")
+   * this plugin serves for an export; clients select them with
+   * NBD_OPT_SET_META_CONTEXT and read them with contextExtents.
+   */
+  metaContexts?(exportName: string): MaybePromise<string[]>;
+  contextExtents?(h: H, context: string, count: number, offset: number, flags: number): MaybePromise<Extent[]>;
 }
 
 // ---------------------------------------------------------------- filters
@@ -290,6 +301,14 @@ export interface Filter<H = any> extends LayerCommon {
   zero?(next: Context, h: H, count: number, offset: number, flags: number): MaybePromise<void>;
   extents?(next: Context, h: H, count: number, offset: number, flags: number): MaybePromise<Extent[]>;
   cache?(next: Context, h: H, count: number, offset: number, flags: number): MaybePromise<void>;
+  /**
+   * The metadata contexts (besides base:allocation) served for an export:
+   * return the layer below's (lower.metaContexts) plus your own. Default:
+   * the layer below's.
+   */
+  metaContexts?(lower: LowerBackend, exportName: string): MaybePromise<string[]>;
+  /** Block status of a context; pass the ones you did not add to next.contextExtents. */
+  contextExtents?(next: Context, h: H, context: string, count: number, offset: number, flags: number): MaybePromise<Extent[]>;
 }
 
 /** What a plugin or filter module exports: `export default` one of these. */

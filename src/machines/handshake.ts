@@ -5,10 +5,13 @@
 //
 // The server advertises NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES.
 // "If the client sets a flag the server does not understand, the server
-// MUST close the connection" (client flags section) - guard unknownClientFlags.
+// MUST close the connection" (client flags section): guard
+// unknownClientFlags. Reading the flags is an invoked effect; the
+// handshake timeout is the machine's own delay (HANDSHAKE_TIMEOUT).
 
 import { assign, setup } from "xstate";
 import { NBD_FLAG_C_FIXED_NEWSTYLE, NBD_FLAG_C_NO_ZEROES } from "../protocol/constants.js";
+import { declaredAction, declaredActor } from "./effects.js";
 
 export const KNOWN_CLIENT_FLAGS = NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES;
 
@@ -18,36 +21,40 @@ export interface HandshakeContext {
   reason?: string;
 }
 
-export type HandshakeEvent =
-  | { type: "CLIENT_FLAGS"; flags: number }
-  | { type: "TIMEOUT" }
-  | { type: "CLIENT_CLOSED" };
-
 export interface HandshakeOutput {
   ok: boolean;
   noZeroes: boolean;
   reason?: string;
 }
 
+/** Default HANDSHAKE_TIMEOUT (ms); runners provide their own with machine.provide({ delays }). */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+const flagsOf = (event: unknown) => (event as { output?: number }).output ?? 0;
+
 export const handshakeMachine = setup({
   types: {
     context: {} as HandshakeContext,
-    events: {} as HandshakeEvent,
     output: {} as HandshakeOutput,
   },
   actions: {
     /** Side effect: write NBDMAGIC, IHAVEOPT and the handshake flags. */
-    sendGreeting: () => {},
-    /** Side effect: close the socket. */
-    closeConnection: () => {},
+    sendGreeting: declaredAction("sendGreeting"),
     recordFlags: assign({
-      clientFlags: ({ event }) => (event.type === "CLIENT_FLAGS" ? event.flags : 0),
-      noZeroes: ({ event }) => event.type === "CLIENT_FLAGS" && (event.flags & NBD_FLAG_C_NO_ZEROES) !== 0,
+      clientFlags: ({ event }) => flagsOf(event),
+      noZeroes: ({ event }) => (flagsOf(event) & NBD_FLAG_C_NO_ZEROES) !== 0,
     }),
     recordReason: assign({ reason: (_, p: { reason: string }) => p.reason }),
   },
+  actors: {
+    /** Read the client's 32-bit flags (rejects when the client goes away first). */
+    readClientFlags: declaredActor<void, number>("readClientFlags"),
+  },
   guards: {
-    unknownClientFlags: ({ event }) => event.type === "CLIENT_FLAGS" && (event.flags & ~KNOWN_CLIENT_FLAGS) !== 0,
+    unknownClientFlags: ({ event }) => (flagsOf(event) & ~KNOWN_CLIENT_FLAGS) !== 0,
+  },
+  delays: {
+    HANDSHAKE_TIMEOUT: HANDSHAKE_TIMEOUT_MS,
   },
 }).createMachine({
   id: "handshake",
@@ -60,20 +67,24 @@ export const handshakeMachine = setup({
       always: "AWAIT_CLIENT_FLAGS",
     },
     AWAIT_CLIENT_FLAGS: {
-      on: {
-        CLIENT_FLAGS: [
+      invoke: {
+        id: "readClientFlags",
+        src: "readClientFlags",
+        onDone: [
           {
             guard: "unknownClientFlags",
             target: "REJECTED",
-            actions: [{ type: "recordReason", params: { reason: "client sent unknown flags" } }, "closeConnection"],
+            actions: [{ type: "recordReason", params: { reason: "client sent unknown flags" } }],
           },
           { target: "NEGOTIATING", actions: "recordFlags" },
         ],
-        TIMEOUT: {
+        onError: { target: "REJECTED", actions: { type: "recordReason", params: { reason: "client closed the connection" } } },
+      },
+      after: {
+        HANDSHAKE_TIMEOUT: {
           target: "REJECTED",
-          actions: [{ type: "recordReason", params: { reason: "handshake timed out" } }, "closeConnection"],
+          actions: [{ type: "recordReason", params: { reason: "handshake timed out" } }],
         },
-        CLIENT_CLOSED: { target: "REJECTED", actions: { type: "recordReason", params: { reason: "client closed the connection" } } },
       },
     },
     NEGOTIATING: { type: "final" },

@@ -3,12 +3,15 @@
 // in the snapshot make every later transition slower), and on SHUTDOWN
 // tells every connection to drain, stopping once none is left.
 
-import { enqueueActions, fromCallback, setup } from "xstate";
+import { enqueueActions, setup } from "xstate";
+import { declaredAction, declaredActor } from "./effects.js";
 
 export interface ServerContext {
   nextId: number;
   connections: string[];
   maxConnections: number;
+  /** -s: serve one connection, then stop. */
+  single: boolean;
 }
 
 export type ServerEvent =
@@ -20,19 +23,19 @@ export const serverMachine = setup({
   types: {
     context: {} as ServerContext,
     events: {} as ServerEvent,
-    input: {} as { maxConnections?: number },
+    input: {} as { maxConnections?: number; singleConnection?: boolean },
   },
   actors: {
     /** One client: supplied by the server actor (src/actors/connection.ts). */
-    connection: fromCallback<{ type: "SHUTDOWN" }, { id: string; socket: unknown; remote: string }>(() => {}),
+    connection: declaredActor<{ id: string; socket: unknown; remote: string }>("connection"),
     /** The stack's control plane (src/actors/backend.ts), found by connections as "backend". */
-    backend: fromCallback(() => {}),
+    backend: declaredActor("backend"),
   },
   actions: {
     /** Side effect: stop accepting new connections (close the listeners). */
-    stopAccepting: () => {},
+    stopAccepting: declaredAction("stopAccepting"),
     /** Side effect: refuse a connection over the limit. */
-    refuseConnection: () => {},
+    refuseConnection: declaredAction("refuseConnection"),
     forgetConnection: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== "CONNECTION_CLOSED") return;
       enqueue.stopChild(event.id);
@@ -40,13 +43,21 @@ export const serverMachine = setup({
     }),
   },
   guards: {
-    atConnectionLimit: ({ context }) => context.connections.length >= context.maxConnections,
+    atConnectionLimit: ({ context }) =>
+      context.connections.length >= context.maxConnections || (context.single && context.nextId > 1),
+    /** -s: the one connection has gone. */
+    singleConnectionDone: ({ context }) => context.single,
     noConnectionsLeft: ({ context }) => context.connections.length === 0,
   },
 }).createMachine({
   id: "server",
   description: "Listeners and connection actors, from listening to stopped.",
-  context: ({ input }) => ({ nextId: 1, connections: [], maxConnections: input?.maxConnections ?? Infinity }),
+  context: ({ input }) => ({
+    nextId: 1,
+    connections: [],
+    maxConnections: input?.maxConnections ?? Infinity,
+    single: input?.singleConnection ?? false,
+  }),
   invoke: { src: "backend", id: "backend", systemId: "backend" },
   initial: "LISTENING",
   states: {
@@ -62,7 +73,10 @@ export const serverMachine = setup({
             }),
           },
         ],
-        CONNECTION_CLOSED: { actions: "forgetConnection" },
+        CONNECTION_CLOSED: [
+          { guard: "singleConnectionDone", target: "SHUTTING_DOWN", actions: "forgetConnection" },
+          { actions: "forgetConnection" },
+        ],
         SHUTDOWN: "SHUTTING_DOWN",
       },
     },

@@ -6,7 +6,7 @@
 
 import type { BlockSize, CacheMode, Context, Extent, Filter, FuaMode, ReadPiece } from "../../backend/types.js";
 import { NbdError } from "../../backend/types.js";
-import { NBD_EPERM } from "../../protocol/constants.js";
+import { NBD_EINVAL, NBD_EPERM } from "../../protocol/constants.js";
 
 /** The readme disk's size: the message, cut or padded with NULs to this. */
 export const README_SIZE = 512;
@@ -77,6 +77,9 @@ export function readmeDisk(message: Buffer, exportName: string): Context {
     trim: refuse,
     zero: refuse,
     extents: async (count): Promise<Extent[]> => [{ length: count, type: 0 }],
+    contextExtents: async (context) => {
+      throw new NbdError(NBD_EINVAL, `tls-fallback: no metadata context ${context} on the plaintext export`);
+    },
     cache: refuse,
   };
 }

@@ -120,9 +120,8 @@ export default function createPlugin(): Plugin<S3Handle> {
   /** A failure as the client sees it (EIO) and the log shows it (one line). */
   function fail(e: unknown): NbdError {
     if (e instanceof NbdError) return e;
-    const err = new NbdError(NBD_EIO, `S3: ${message(e)}`);
-    services?.log(err.message);
-    return err;
+    // The server logs the failed request (one line, with the connection).
+    return new NbdError(NBD_EIO, `S3: ${message(e)}`);
   }
 
   /** Read a whole object into a fresh buffer (zeros if it is missing), checking its size. */
@@ -252,9 +251,7 @@ export default function createPlugin(): Plugin<S3Handle> {
         await s3().checkBucket();
         return { size: diskSize! };
       } catch (e) {
-        const msg = `S3: ${message(e)}`;
-        services?.log(msg);
-        throw new Error(msg);
+        throw new Error(`S3: ${message(e)}`);
       }
     },
 

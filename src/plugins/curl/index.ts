@@ -290,10 +290,8 @@ export default function createPlugin(): Plugin<CurlHandle> {
       try {
         return { size: await http().size() };
       } catch (e) {
-        // The client is told the export failed; the log gets the reason.
-        const msg = `curl: ${message(e)}`;
-        services?.log(msg);
-        throw new Error(msg);
+        // The client is told the export failed; the server logs the reason (one line per failed open).
+        throw new Error(`curl: ${message(e)}`);
       }
     },
 
@@ -317,9 +315,8 @@ export default function createPlugin(): Plugin<CurlHandle> {
       try {
         await http().read(buf, offset);
       } catch (e) {
-        const err = ioError(e);
-        services?.log(err.message);
-        throw err;
+        // The server logs failed requests (rate-limited), with the connection.
+        throw ioError(e);
       }
     },
   };

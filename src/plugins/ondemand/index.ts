@@ -170,12 +170,8 @@ export default function createPlugin(): Plugin<DiskHandle & { name: string }> {
     defaultExport: () => DEFAULT_NAME,
 
     async open(readonly, exportName) {
-      try {
-        return await openExport(readonly, exportName);
-      } catch (e) {
-        services?.log(errorMessage(e));
-        throw e;
-      }
+      // A failure reaches the client, and the server's log (one line per failed open).
+      return openExport(readonly, exportName);
     },
     async close(h) {
       await h.fh.close(); // also drops the lock

@@ -110,9 +110,8 @@ export default function createPlugin(): Plugin<SshSession> {
 
   function fail(e: unknown): NbdError {
     if (e instanceof NbdError) return e;
-    const err = new NbdError(NBD_EIO, `ssh: ${message(e)}`);
-    services?.log(err.message);
-    return err;
+    // The server logs the failed request (one line, with the connection).
+    return new NbdError(NBD_EIO, `ssh: ${message(e)}`);
   }
 
   return {
@@ -253,9 +252,7 @@ export default function createPlugin(): Plugin<SshSession> {
         return await SshSession.open({ connect: cfg, path: path!, readonly });
       } catch (e) {
         const refusal = (cfg as { refusal?: string }).refusal;
-        const msg = `ssh: ${where}: ${refusal ?? message(e)}`;
-        services?.log(msg);
-        throw new Error(msg);
+        throw new Error(`ssh: ${where}: ${refusal ?? message(e)}`);
       }
     },
 

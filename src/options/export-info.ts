@@ -10,7 +10,8 @@ export interface ExportInfo {
   size: number;
   flags: number;
   description: string | null;
-  blockSize: { minimum: number; preferred: number; maximum: number };
+  /** Constraints a layer reported (NBD_INFO_BLOCK_SIZE is sent only then, as nbdkit). */
+  blockSize: { minimum: number; preferred: number; maximum: number } | null;
   canWrite: boolean;
   canFua: boolean;
 }
@@ -21,7 +22,8 @@ export async function transmissionFlags(ctx: Context, name: string): Promise<Exp
       ctx.getSize(), ctx.canWrite(), ctx.canFlush(), ctx.isRotational(), ctx.canTrim(), ctx.canZero(),
       ctx.canFastZero(), ctx.canFua(), ctx.canMultiConn(), ctx.canCache(), ctx.blockSize(), ctx.exportDescription(),
     ]);
-  let flags = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_DF;
+  // NBD_FLAG_SEND_DF and NBD_FLAG_BLOCK_STATUS_PAYLOAD depend on what was negotiated: the GO record adds them.
+  let flags = C.NBD_FLAG_HAS_FLAGS;
   if (!canWrite) flags |= C.NBD_FLAG_READ_ONLY;
   if (canFlush) flags |= C.NBD_FLAG_SEND_FLUSH;
   const canFua = canWrite && fua !== "none";
@@ -39,7 +41,7 @@ export async function transmissionFlags(ctx: Context, name: string): Promise<Exp
     size,
     flags,
     description,
-    blockSize: bs ?? { minimum: 1, preferred: 4096, maximum: C.MAX_REQUEST_SIZE },
+    blockSize: bs ?? null,
     canWrite,
     canFua,
   };

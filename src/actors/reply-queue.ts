@@ -1,0 +1,144 @@
+// Replies of one connection on their way to the socket. Small replies
+// (headers, status chunks, errors) are written in place into an arena, one
+// after another; large ones (read data) are queued as their own buffers.
+// Every reply finished in one turn of the event loop leaves in one writev:
+// the queue is flushed from setImmediate, after every completion of that
+// turn has run. An arena is reused once every write that covers it is done.
+
+import type { Duplex } from "node:stream";
+
+const ARENA = 64 * 1024;
+const MAX_FREE_ARENAS = 4;
+
+interface Arena {
+  buf: Buffer;
+  /** Writes still using it. */
+  writing: number;
+  /** No longer written into: free once `writing` is 0. */
+  retired: boolean;
+}
+
+interface Part {
+  buf: Buffer;
+  done?: () => void;
+}
+
+export class ReplyQueue {
+  private parts: Part[] = [];
+  private arena: Arena;
+  /** Start of the bytes of the current arena not yet queued as a part. */
+  private start = 0;
+  private used = 0;
+  private free: Buffer[] = [];
+  private scheduled = false;
+  private closed = false;
+  /** Bytes queued here and not yet handed to the socket. */
+  pendingBytes = 0;
+  /** Called after each flush (back-pressure and drain checks). */
+  onFlush: (() => void) | null = null;
+
+  constructor(private readonly socket: Duplex) {
+    this.arena = this.newArena();
+  }
+
+  /** n bytes (at most 64 KiB) to write one small reply into, in place; it is queued with them. */
+  reserve(n: number): { buf: Buffer; pos: number } {
+    if (this.used + n > ARENA) {
+      this.seal();
+      this.retire();
+    }
+    const pos = this.used;
+    this.used += n;
+    this.pendingBytes += n;
+    this.schedule();
+    return { buf: this.arena.buf, pos };
+  }
+
+  /** Room for one reply of any size: in the arena when small, else a buffer of its own. */
+  reserveAny(n: number): { buf: Buffer; pos: number } {
+    if (n <= ARENA / 4) return this.reserve(n);
+    const buf = Buffer.allocUnsafe(n);
+    this.push(buf);
+    return { buf, pos: 0 };
+  }
+
+  /** Queue a buffer as it is; `done` runs once the socket no longer needs it. */
+  push(buf: Buffer, done?: () => void): void {
+    this.seal();
+    this.parts.push({ buf, done });
+    this.pendingBytes += buf.length;
+    this.schedule();
+  }
+
+  /** Nothing is queued here (the socket may still be writing). */
+  get idle(): boolean {
+    return this.parts.length === 0 && this.used === this.start;
+  }
+
+  /** Write what is queued now. */
+  flush(): void {
+    this.scheduled = false;
+    this.seal();
+    const parts = this.parts;
+    if (parts.length === 0) return;
+    this.parts = [];
+    this.pendingBytes = 0;
+    if (this.closed) {
+      for (const p of parts) p.done?.();
+      return;
+    }
+    const s = this.socket;
+    if (parts.length === 1) s.write(parts[0]!.buf, parts[0]!.done);
+    else {
+      s.cork();
+      for (const p of parts) s.write(p.buf, p.done);
+      s.uncork();
+    }
+    this.onFlush?.();
+  }
+
+  /** The socket is gone: nothing more is written; buffers are given back. */
+  close(): void {
+    this.closed = true;
+    this.flush();
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** The arena bytes queued since the last part become one part. */
+  private seal(): void {
+    if (this.used === this.start) return;
+    const a = this.arena;
+    const view = a.buf.subarray(this.start, this.used);
+    this.start = this.used;
+    a.writing++;
+    this.parts.push({
+      buf: view,
+      done: () => {
+        if (--a.writing === 0 && a.retired) this.giveBack(a);
+      },
+    });
+  }
+
+  /** Write into a fresh arena from now on; the old one is freed after its last write. */
+  private retire(): void {
+    const a = this.arena;
+    a.retired = true;
+    if (a.writing === 0) this.giveBack(a);
+    this.arena = this.newArena();
+    this.start = 0;
+    this.used = 0;
+  }
+
+  private newArena(): Arena {
+    return { buf: this.free.pop() ?? Buffer.allocUnsafe(ARENA), writing: 0, retired: false };
+  }
+
+  private giveBack(a: Arena): void {
+    if (this.free.length < MAX_FREE_ARENAS) this.free.push(a.buf);
+  }
+}
