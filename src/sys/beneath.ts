@@ -70,7 +70,8 @@ export function canOpenBeneath(): boolean {
 export function openBeneath(dirfd: number, dirPath: string, path: string, flags: number, opts: BeneathOptions = {}): number {
   const l = libc();
   if (l === null) throw sysError("openat", E.ENOSYS, "koffi is not available");
-  const all = flags | O_CLOEXEC | C.O_NOCTTY;
+  // openat2 refuses O_PATH with anything but O_CLOEXEC/O_DIRECTORY/O_NOFOLLOW.
+  const all = flags & O_PATH ? flags | O_CLOEXEC : flags | O_CLOEXEC | C.O_NOCTTY;
   if (!opts.walkOnly && haveOpenat2(l)) {
     for (let attempt = 0; attempt < 8; attempt++) {
       const fd = openat2(l, dirfd, path, all, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);

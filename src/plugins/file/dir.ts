@@ -75,7 +75,8 @@ function beneath(dirfd: number, dir: string, name: string, flags: number): numbe
     return openBeneath(dirfd, dir, name, flags);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw new NbdError(NBD_EINVAL, `file: export ${showName(name)} does not exist in ${dir}`);
+    // A name too long for the file system cannot exist there either.
+    if (code === "ENOENT" || code === "ENAMETOOLONG") throw new NbdError(NBD_EINVAL, `file: export ${showName(name)} does not exist in ${dir}`);
     if (code === "EXDEV") throw new NbdError(NBD_EINVAL, `file: export ${showName(name)} resolves outside ${dir}`);
     throw e;
   }
