@@ -353,3 +353,25 @@ describe.skipIf(!ok)("file plugin without koffi (it cannot load)", () => {
     }
   });
 });
+
+// Needs root and losetup; creates and removes a loop device. Opt in with
+// NBDSTATE_LOOP_TESTS=1.
+describe.skipIf(!ok || process.env.NBDSTATE_LOOP_TESTS !== "1")("file plugin: a loop device, as nbdkit", () => {
+  it("same flags (not rotational) and map (all data) as nbdkit", async () => {
+    const img = join(root, "loop.img");
+    makeSparse(img);
+    const dev = execFileSync("losetup", ["--find", "--show", img], { encoding: "utf8" }).trim();
+    try {
+      await withBoth(["-r", "file", dev], async (ours, theirs) => {
+        const [a, b] = await Promise.all([map(ours.uri), map(theirs.uri)]);
+        expect(a).toBe(b);
+        expect(a.trim()).toMatch(new RegExp(`^0\\s+${SIZE}\\s+0\\s+data$`));
+        const [ia, ib] = await Promise.all([info(ours.uri), info(theirs.uri)]);
+        expect({ ...ia, can_fast_zero: null }).toEqual({ ...ib, can_fast_zero: null });
+        expect(ia.is_rotational).toBe(false);
+      });
+    } finally {
+      execFileSync("losetup", ["-d", dev]);
+    }
+  });
+});
