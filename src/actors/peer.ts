@@ -1,13 +1,15 @@
 // Who is on the other end of a socket, for preconnect (the ip filter).
-// Node has no SO_PEERCRED; on Linux the peer of a unix socket is found
-// with `ss -xpn` (our socket's inode -> the peer row's pid), and uid/gid
-// from /proc/PID/status. Looked up only when a filter asks.
+// The peer of a unix socket: getsockopt(SO_PEERCRED) through koffi (what
+// the kernel recorded at connect). Where koffi is unavailable, the older
+// way: `ss -xpn` (our socket's inode -> the peer row's pid), uid/gid from
+// /proc/PID/status. Looked up only when a filter asks.
 
 import { execFile } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import type { PeerInfo } from "../backend/types.js";
+import { canReadPeerCredentials, peerCredentials } from "../sys/peercred.js";
 
 export function peerOf(socket: Duplex): PeerInfo {
   if (!(socket instanceof net.Socket)) return { family: "stdio" };
@@ -23,6 +25,17 @@ export function peerOf(socket: Duplex): PeerInfo {
 async function unixPeerCredentials(socket: net.Socket): Promise<{ pid: number; uid: number; gid: number } | null> {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (fd === undefined || fd < 0) return null;
+  if (canReadPeerCredentials()) {
+    try {
+      return peerCredentials(fd);
+    } catch {
+      return null;
+    }
+  }
+  return viaSs(fd);
+}
+
+async function viaSs(fd: number): Promise<{ pid: number; uid: number; gid: number } | null> {
   let inode: string;
   try {
     inode = /socket:\[(\d+)\]/.exec(fs.readlinkSync(`/proc/self/fd/${fd}`))?.[1] ?? "";

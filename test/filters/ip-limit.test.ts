@@ -3,10 +3,15 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { matches, parseRule } from "../../src/filters/ip/rules.js";
-import { startServer, type RunningServer as TestServer } from "../helpers/server.js";
-import { requireTool } from "../helpers/tools.js";
+import { peerOf } from "../../src/actors/peer.js";
+import { openClient } from "../../src/client/index.js";
+import { makeTmpDir, removeTmpDir, startServer, type RunningServer as TestServer } from "../helpers/server.js";
+import { requireTool, PYTHON } from "../helpers/tools.js";
 
 const run = promisify(execFile);
 const haveNbdinfo = requireTool("nbdinfo", "libnbd-bin");
@@ -39,6 +44,50 @@ describe("ip filter rules", () => {
   });
 });
 
+/** A unix socket server in a temp dir; resolves each accepted socket's peer credentials. */
+async function credentialsOfClients(connect: (path: string) => Promise<() => void>) {
+  const dir = makeTmpDir("nbdstate-cred-");
+  const path = join(dir, "s.sock");
+  const got = new Promise<{ pid: number; uid: number; gid: number } | null>((resolve, reject) => {
+    const srv = net.createServer((sock) => {
+      const creds = peerOf(sock).credentials!();
+      creds.then((c) => {
+        sock.destroy();
+        srv.close();
+        resolve(c);
+      }, reject);
+    });
+    srv.listen(path, () => {
+      connect(path).then((done) => got.finally(done), reject);
+    });
+  });
+  try {
+    return await got;
+  } finally {
+    removeTmpDir(dir);
+  }
+}
+
+describe("unix socket peer credentials (SO_PEERCRED)", () => {
+  it("are the connecting process's own: this test process", async () => {
+    const c = await credentialsOfClients(async (path) => {
+      const s = net.connect(path);
+      return () => s.destroy();
+    });
+    expect(c).toEqual({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+  });
+
+  it("are the connecting process's own: a child process", async () => {
+    let pid = 0;
+    const c = await credentialsOfClients(async (path) => {
+      const child = spawn(PYTHON, ["-c", "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\nsys.stdin.read()", path], { stdio: ["pipe", "ignore", "inherit"] });
+      pid = child.pid!;
+      return () => child.stdin!.end();
+    });
+    expect(c).toEqual({ pid, uid: process.getuid!(), gid: process.getgid!() });
+  });
+});
+
 describe.skipIf(!haveNbdinfo)("ip and limit filters with real clients", () => {
   let server: TestServer | null = null;
   afterEach(async () => {
@@ -63,6 +112,34 @@ describe.skipIf(!haveNbdinfo)("ip and limit filters with real clients", () => {
     await server.stop();
     server = await startServer(["--filter=ip", "memory", "1M", `deny=uid:${uid}`]);
     await expect(info(server.uri)).rejects.toThrow();
+  });
+
+  it("pid:<this process> lets this process in and keeps out another (nbdinfo, a child)", async () => {
+    server = await startServer(["--filter=ip", "memory", "1M", `allow=pid:${process.pid}`, "deny=all"]);
+    const c = await openClient({ path: server.sock });
+    expect(c.size).toBe(1048576);
+    await c.disconnect();
+    await expect(info(server.uri)).rejects.toThrow();
+    await server.stop();
+    server = await startServer(["--filter=ip", "memory", "1M", `allow=gid:${process.getgid!()}`, `deny=pid:${process.pid}`]);
+    // allow is checked first: the gid lets everyone of this group in.
+    expect((await info(server.uri)).stdout.trim()).toBe("1048576");
+  });
+
+  it("without koffi, uid/pid rules still work (ss and /proc)", async () => {
+    const dir = makeTmpDir("nbdstate-nokoffi-");
+    const pre = join(dir, "no-koffi.cjs");
+    writeFileSync(pre, "const M = require('node:module'); const l = M._load; M._load = function (r, ...a) { if (r === 'koffi') throw new Error('no koffi'); return l.call(this, r, ...a); };");
+    try {
+      const env = { ...process.env, NODE_OPTIONS: `--require ${pre}` };
+      server = await startServer(["--filter=ip", "memory", "1M", `allow=uid:${process.getuid!()}`, "deny=all"], { env });
+      expect((await info(server.uri)).stdout.trim()).toBe("1048576");
+      await server.stop();
+      server = await startServer(["--filter=ip", "memory", "1M", `deny=uid:${process.getuid!()}`], { env });
+      await expect(info(server.uri)).rejects.toThrow();
+    } finally {
+      removeTmpDir(dir);
+    }
   });
 
   it("limit=1: a second client is refused while the first is connected, and let in after", async () => {

@@ -1,10 +1,13 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, statSync, symlinkSync, chmodSync } from "node:fs";
+import {
+  mkdtempSync, rmSync, writeFileSync, readFileSync, statSync, symlinkSync, chmodSync,
+  truncateSync, openSync, writeSync, closeSync,
+} from "node:fs";
 import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import createFile from "../../src/plugins/file/index.js";
-import { FLAG_FUA, FLAG_MAY_TRIM, FLAG_FAST_ZERO, NbdError } from "../../src/backend/types.js";
+import { FLAG_FUA, FLAG_MAY_TRIM, FLAG_FAST_ZERO, FLAG_REQ_ONE, NbdError } from "../../src/backend/types.js";
 import { NBD_ENOTSUP } from "../../src/protocol/constants.js";
 import { configure, openPlugin, LIST } from "./helpers.js";
 
@@ -59,7 +62,15 @@ describe("file plugin: configuration", () => {
     expect(() => p2.configComplete!()).toThrow(/is not a directory/);
   });
   it("rejects unknown parameters", () => {
-    expect(() => createFile().config!("fadvise", "random")).toThrow("file: unknown parameter 'fadvise'");
+    expect(() => createFile().config!("rdelay", "1")).toThrow("file: unknown parameter 'rdelay'");
+  });
+  it("takes nbdkit's cache= and fadvise= values and refuses others, naming them", () => {
+    const p = createFile();
+    for (const v of ["default", "none"]) p.config!("cache", v);
+    for (const v of ["normal", "random", "sequential"]) p.config!("fadvise", v);
+    expect(() => p.config!("cache", "writeback")).toThrow("file: unknown cache mode: writeback");
+    expect(() => p.config!("fadvise", "willneed")).toThrow("file: unknown fadvise mode: willneed");
+    expect(() => p.config!("cache", "")).toThrow("file: unknown cache mode: ");
   });
   it("resolves file= at config time (relative paths, symlinks)", async () => {
     const f = join(dir, "real.img");
@@ -207,11 +218,11 @@ describe("file plugin: data", () => {
     expect(readFileSync(f)[0]).toBe(1); // nothing written
   });
 
-  it("does not report extents (the server then reports all data)", async () => {
+  it("is not rotational, as nbdkit's file plugin says of every file", async () => {
     const f = join(dir, "disk.img");
     writeFileSync(f, Buffer.alloc(4096));
     const { ctx } = await fileOpen(f);
-    expect(await ctx.canExtents()).toBe(false);
+    expect(await ctx.isRotational()).toBe(false);
   });
 
   it("cache reads ahead without changing anything", async () => {
@@ -239,6 +250,127 @@ describe("file plugin: data", () => {
   });
 });
 
+// A sparse file: holes around 4 KiB of data at 1 MiB, 64 KiB at 3 MiB and
+// the last 3 bytes (which allocate the last 4 KiB block).
+const SPARSE_SIZE = 8 * MiB;
+function makeSparse(path: string): void {
+  writeFileSync(path, "");
+  truncateSync(path, SPARSE_SIZE);
+  const fd = openSync(path, "r+");
+  try {
+    writeSync(fd, Buffer.alloc(4096, 0x11), 0, 4096, MiB);
+    writeSync(fd, Buffer.alloc(65536, 0x22), 0, 65536, 3 * MiB);
+    writeSync(fd, Buffer.from("end"), 0, 3, SPARSE_SIZE - 3);
+  } finally {
+    closeSync(fd);
+  }
+}
+/** [offset, length, hole] of the sparse file, as a file system with holes keeps it. */
+const SPARSE_LAYOUT: Array<[number, number, boolean]> = [
+  [0, MiB, true],
+  [MiB, 4096, false],
+  [MiB + 4096, 2 * MiB - 4096, true],
+  [3 * MiB, 65536, false],
+  [3 * MiB + 65536, SPARSE_SIZE - 4096 - 3 * MiB - 65536, true],
+  [SPARSE_SIZE - 4096, 4096, false],
+];
+
+describe("file plugin: extents and sparse reads (SEEK_DATA/SEEK_HOLE)", () => {
+  it("reports holes and data of a sparse file, clipped to the request", async () => {
+    const f = join(dir, "sparse.img");
+    makeSparse(f);
+    // Sanity: the temp file system keeps holes (ext4, xfs, btrfs, tmpfs all do).
+    expect(statSync(f).blocks * 512).toBeLessThan(SPARSE_SIZE / 4);
+    const { ctx } = await fileOpen(f);
+    expect(await ctx.canExtents()).toBe(true);
+    const got = await ctx.extents(SPARSE_SIZE, 0, 0);
+    expect(got).toEqual(SPARSE_LAYOUT.map(([, length, hole]) => ({ length, type: hole ? 3 : 0 })));
+    // From inside the first data block to inside the next hole.
+    expect(await ctx.extents(8192, MiB + 2048, 0)).toEqual([
+      { length: 2048, type: 0 },
+      { length: 6144, type: 3 },
+    ]);
+    // REQ_ONE: only the first extent.
+    expect(await ctx.extents(SPARSE_SIZE, 0, FLAG_REQ_ONE)).toEqual([{ length: MiB, type: 3 }]);
+    expect(await ctx.extents(SPARSE_SIZE - MiB, MiB, FLAG_REQ_ONE)).toEqual([{ length: 4096, type: 0 }]);
+  });
+
+  it("sees data written (not yet flushed) and holes punched through the plugin", async () => {
+    const f = join(dir, "sparse.img");
+    makeSparse(f);
+    const { ctx } = await fileOpen(f);
+    await ctx.pwrite(Buffer.alloc(4096, 7), 5 * MiB, 0);
+    await ctx.trim(65536, 3 * MiB, 0);
+    const ext = await ctx.extents(2 * MiB + 4096, 3 * MiB, 0);
+    expect(ext).toEqual([
+      { length: 2 * MiB, type: 3 },
+      { length: 4096, type: 0 },
+    ]);
+  });
+
+  it("preadSparse skips holes, reports them, and reads the data", async () => {
+    const f = join(dir, "sparse.img");
+    makeSparse(f);
+    const { p, h } = await fileOpen(f);
+    const buf = Buffer.alloc(2 * MiB, 0xaa);
+    const pieces = await p.preadSparse!(h, buf, 0, 0);
+    expect(pieces).toEqual([
+      { length: MiB, hole: true },
+      { length: 4096, hole: false },
+      { length: MiB - 4096, hole: true },
+    ]);
+    expect(buf.subarray(MiB, MiB + 4096).every((b) => b === 0x11)).toBe(true);
+    // Hole bytes were never read into (the reply sends no bytes for them).
+    expect(buf.subarray(0, MiB).every((b) => b === 0xaa)).toBe(true);
+    expect(buf.subarray(MiB + 4096).every((b) => b === 0xaa)).toBe(true);
+  });
+
+  it("preadSparse reads holes shorter than 4 KiB as data, merged with their neighbours", async () => {
+    const f = join(dir, "sparse.img");
+    makeSparse(f);
+    const { p, h } = await fileOpen(f);
+    // 1000 bytes of hole, 4096 of data, 1000 of hole: one data piece.
+    const buf = Buffer.alloc(6096, 0xaa);
+    expect(await p.preadSparse!(h, buf, MiB - 1000, 0)).toEqual([{ length: 6096, hole: false }]);
+    expect(buf.subarray(0, 1000).every((b) => b === 0)).toBe(true);
+    expect(buf.subarray(1000, 5096).every((b) => b === 0x11)).toBe(true);
+    expect(buf.subarray(5096).every((b) => b === 0)).toBe(true);
+    // The tail: a 4 KiB hole is reported, then the last block's data.
+    const tail = Buffer.alloc(8192, 0xaa);
+    expect(await p.preadSparse!(h, tail, SPARSE_SIZE - 8192, 0)).toEqual([
+      { length: 4096, hole: true },
+      { length: 4096, hole: false },
+    ]);
+    expect(tail.subarray(8189).toString()).toBe("end");
+  });
+
+  it("preadSparse and pread agree on every byte, with cache=none too", async () => {
+    const f = join(dir, "sparse.img");
+    makeSparse(f);
+    const want = readFileSync(f);
+    for (const params of [{ file: f }, { file: f, cache: "none", fadvise: "sequential" }]) {
+      const pl = createFile();
+      await configure(pl, params);
+      const { h } = await openPlugin(pl);
+      for (const [off, len] of [[0, SPARSE_SIZE], [MiB - 5, 70_000], [3 * MiB + 65535, 2]] as const) {
+        const a = Buffer.alloc(len);
+        const pieces = await pl.preadSparse!(h, a, off, 0);
+        let pos = 0;
+        for (const pc of pieces) {
+          if (pc.hole) a.fill(0, pos, pos + pc.length);
+          pos += pc.length;
+        }
+        expect(pos).toBe(len);
+        const b = Buffer.alloc(len);
+        await pl.pread(h, b, off, 0);
+        expect(a.equals(want.subarray(off, off + len))).toBe(true);
+        expect(b.equals(a)).toBe(true);
+      }
+      await pl.close!(h);
+    }
+  });
+});
+
 // Needs root and losetup; creates and removes a loop device. Opt in with
 // NBDSTATE_LOOP_TESTS=1.
 describe.skipIf(process.env.NBDSTATE_LOOP_TESTS !== "1")("file plugin: block devices", () => {
@@ -249,6 +381,9 @@ describe.skipIf(process.env.NBDSTATE_LOOP_TESTS !== "1")("file plugin: block dev
     try {
       const { p, h, ctx } = await fileOpen(dev);
       expect(await ctx.getSize()).toBe(3 * MiB);
+      // SEEK_DATA says nothing about a device: no extents, sparse reads are all data.
+      expect(await ctx.canExtents()).toBe(false);
+      expect(await p.preadSparse!(h, Buffer.alloc(MiB), 0, 0)).toEqual([{ length: MiB, hole: false }]);
       await ctx.pwrite(Buffer.from("on the device"), 4096, FLAG_FUA);
       await ctx.zero(MiB, MiB, FLAG_MAY_TRIM);
       const got = Buffer.alloc(13);

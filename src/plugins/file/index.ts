@@ -2,27 +2,37 @@
 // directory chosen by export name (dir=).
 
 import { constants as C, realpathSync, statSync } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
 import { resolve } from "node:path";
-import { NbdError, FLAG_FUA, FLAG_MAY_TRIM, FLAG_FAST_ZERO } from "../../backend/types.js";
-import type { Plugin, ExportEntry } from "../../backend/types.js";
+import { NbdError, FLAG_FUA, FLAG_MAY_TRIM, FLAG_FAST_ZERO, FLAG_REQ_ONE } from "../../backend/types.js";
+import type { Plugin, ExportEntry, ServerServices } from "../../backend/types.js";
 import { NBD_EINVAL, NBD_ENOTSUP } from "../../protocol/constants.js";
-import {
-  nativeExtensions, punchHole, readFull, writeFull, writeZeros, readAhead,
-  blockDeviceSize, isRotationalDev,
-} from "./io.js";
-import { resolveExport, listDir, showName } from "./dir.js";
+import { errnoName, libcUnavailable, sysError } from "../../sys/libc.js";
+import { seekProblem } from "../../sys/seek.js";
+import { canFadvise, fadvise, fadviseAsync, FADV } from "../../sys/fadvise.js";
+import { nativeExtensions, punchHole, readFull, writeFull, writeZeros, readAhead, blockDeviceSize } from "./io.js";
+import { openExport, listDir, showName } from "./dir.js";
+import { FdFile } from "./fd.js";
+import { fileExtents, readSparse } from "./sparse.js";
+import { evictWrite, forgetWrites } from "./evict.js";
 
 export interface FileHandleState {
-  readonly fh: FileHandle;
+  readonly fh: FdFile;
   readonly path: string;
   readonly exportName: string;
   /** Opened O_RDONLY (asked for, or the file could not be opened read-write). */
   readonly readonly: boolean;
   readonly isBlock: boolean;
+  /** SEEK_DATA/SEEK_HOLE answer on this file (never on block devices). */
+  readonly canSeek: boolean;
   /** Hole punching: undefined = untried, then whether it works on this file. */
   canPunch: boolean | undefined;
 }
+
+const FADVISE_MODES: Record<string, number> = {
+  normal: FADV.NORMAL,
+  random: FADV.RANDOM,
+  sequential: FADV.SEQUENTIAL,
+};
 
 /** Errors from open(O_RDWR) after which nbdkit retries read-only. */
 const RETRY_READONLY = new Set(["EACCES", "EROFS", "EPERM"]);
@@ -42,25 +52,52 @@ function canonical(p: string): string {
 export default function createPlugin(): Plugin<FileHandleState> {
   let file: string | undefined;
   let dir: string | undefined;
+  let cacheNone = false;
+  let fadviseMode: number = FADV.NORMAL;
+  let server: ServerServices | undefined;
+  /** Debug lines said once per process (why extents or fadvise are off). */
+  const said = new Set<string>();
+  const debugOnce = (msg: string) => {
+    if (said.has(msg)) return;
+    said.add(msg);
+    server?.debug(msg);
+  };
 
-  async function openFile(path: string, exportName: string, readonly: boolean, extra: number): Promise<FileHandleState> {
-    let fh: FileHandle | undefined;
+  async function openFile(
+    opener: (flags: number) => Promise<FdFile>, path: string, exportName: string, readonly: boolean,
+  ): Promise<FileHandleState> {
+    let fh: FdFile | undefined;
     let ro = readonly;
     if (!ro) {
       try {
-        fh = await open(path, C.O_RDWR | extra);
+        fh = await opener(C.O_RDWR);
       } catch (e) {
         if (!RETRY_READONLY.has((e as NodeJS.ErrnoException).code ?? "")) throw e;
         ro = true;
       }
     }
-    fh ??= await open(path, C.O_RDONLY | extra);
+    fh ??= await opener(C.O_RDONLY);
     try {
       const st = await fh.stat();
       if (!st.isFile() && !st.isBlockDevice()) {
         throw new NbdError(NBD_EINVAL, `file: ${exportName ? `export ${showName(exportName)}` : path} is not a regular file or block device`);
       }
-      return { fh, path, exportName, readonly: ro, isBlock: st.isBlockDevice(), canPunch: undefined };
+      const isBlock = st.isBlockDevice();
+      let canSeek = false;
+      if (!isBlock) {
+        // Block devices: SEEK_DATA would only call the whole device data.
+        const problem = seekProblem(fh.fd);
+        if (problem === null) canSeek = true;
+        else debugOnce(`file: extents disabled: ${problem}${libcUnavailable() ? ` (${libcUnavailable()})` : ""}`);
+      }
+      // A hint: failures are only reported with -v, as nbdkit does.
+      if (canFadvise()) {
+        const r = fadvise(fh.fd, 0, 0, fadviseMode);
+        if (r !== 0) debugOnce(`file: posix_fadvise: ${path}: ${errnoName(r)} (ignored)`);
+      } else if (cacheNone || fadviseMode !== FADV.NORMAL) {
+        debugOnce(`file: fadvise and cache=none are not supported here (${libcUnavailable()})`);
+      }
+      return { fh, path, exportName, readonly: ro, isBlock, canSeek, canPunch: undefined };
     } catch (e) {
       await fh.close();
       throw e;
@@ -84,7 +121,9 @@ export default function createPlugin(): Plugin<FileHandleState> {
     configHelp:
       "file=<FILENAME>      The file or block device to serve.\n" +
       "dir=<DIRECTORY>      Serve every regular file in DIRECTORY, chosen by export name.\n" +
-      "                     Exactly one of file= or dir= is required.",
+      "                     Exactly one of file= or dir= is required.\n" +
+      "cache=<MODE>         Set use of caching (default, none).\n" +
+      "fadvise=<LEVEL>      Set fadvise hint (normal, random, sequential).",
 
     config(key, value) {
       switch (key) {
@@ -96,6 +135,17 @@ export default function createPlugin(): Plugin<FileHandleState> {
           if (value === "") throw new Error("file: dir parameter must not be empty");
           dir = canonical(value);
           return;
+        case "cache":
+          if (value === "default") cacheNone = false;
+          else if (value === "none") cacheNone = true;
+          else throw new Error(`file: unknown cache mode: ${value}`);
+          return;
+        case "fadvise": {
+          const mode = FADVISE_MODES[value];
+          if (mode === undefined) throw new Error(`file: unknown fadvise mode: ${value}`);
+          fadviseMode = mode;
+          return;
+        }
         default:
           throw new Error(`file: unknown parameter '${key}'`);
       }
@@ -124,6 +174,10 @@ export default function createPlugin(): Plugin<FileHandleState> {
       }
     },
 
+    afterFork(s) {
+      server = s;
+    },
+
     dumpPlugin() {
       return `file_falloc_fl_punch_hole=${nativeExtensions() !== null ? "yes" : "no"}\n`;
     },
@@ -138,11 +192,11 @@ export default function createPlugin(): Plugin<FileHandleState> {
 
     async open(readonly, exportName) {
       if (dir !== undefined) {
-        const path = await resolveExport(dir, exportName);
-        // The resolved path has no symlinks left: refuse one swapped in since,
-        // and do not block on a FIFO put in its place.
+        const d = dir;
+        // Opened beneath dir (no component may lead out of it); O_NONBLOCK:
+        // never wait on a FIFO put in a file's place.
         try {
-          return await openFile(path, exportName, readonly, C.O_NOFOLLOW | C.O_NONBLOCK);
+          return await openFile((flags) => openExport(d, exportName, flags | C.O_NONBLOCK), `${d}/${exportName}`, exportName, readonly);
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           if (code !== undefined && NOT_AN_EXPORT.has(code)) {
@@ -151,39 +205,56 @@ export default function createPlugin(): Plugin<FileHandleState> {
           throw e;
         }
       }
-      return openFile(file!, "", readonly, 0);
+      const f = file!;
+      return openFile((flags) => FdFile.open(f, flags | C.O_NOCTTY), f, "", readonly);
     },
 
     async close(h) {
+      if (cacheNone) forgetWrites(h.fh.fd);
       await h.fh.close();
     },
 
     async getSize(h) {
-      const st = await h.fh.stat({ bigint: true });
+      const st = await h.fh.stat();
       if (h.isBlock) return blockDeviceSize(st.rdev);
       return Number(st.size);
     },
     canWrite: (h) => !h.readonly,
     canFlush: () => true,
-    async isRotational(h) {
-      const st = await h.fh.stat({ bigint: true });
-      return isRotationalDev(h.isBlock ? st.rdev : st.dev);
-    },
+    // isRotational: not given, so false, as nbdkit's file plugin (see README).
     canTrim: () => true,
     canZero: () => true,
     canFastZero: () => true,
     canFua: () => "native",
     canMultiConn: () => true,
-    canExtents: () => false,
+    canExtents: (h) => h.canSeek,
     canCache: () => "native",
 
-    pread(h, buf, offset) {
-      return readFull(h.fh, buf, offset);
+    async pread(h, buf, offset) {
+      await readFull(h.fh, buf, offset);
+      if (cacheNone) fadvise(h.fh.fd, offset, buf.length, FADV.DONTNEED);
+    },
+
+    async preadSparse(h, buf, offset) {
+      if (!h.canSeek) {
+        await readFull(h.fh, buf, offset);
+        if (cacheNone) fadvise(h.fh.fd, offset, buf.length, FADV.DONTNEED);
+        return [{ length: buf.length, hole: false }];
+      }
+      const pieces = await readSparse(h.fh, buf, offset);
+      if (cacheNone) fadvise(h.fh.fd, offset, buf.length, FADV.DONTNEED);
+      return pieces;
+    },
+
+    extents(h, count, offset, flags) {
+      // Only asked where canExtents said yes.
+      return fileExtents(h.fh.fd, count, offset, (flags & FLAG_REQ_ONE) !== 0);
     },
 
     async pwrite(h, buf, offset, flags) {
       await writeFull(h.fh, buf, offset);
       if (flags & FLAG_FUA) await h.fh.datasync();
+      if (cacheNone) await evictWrite(h.fh.fd, offset, buf.length);
     },
 
     async flush(h) {
@@ -206,8 +277,11 @@ export default function createPlugin(): Plugin<FileHandleState> {
       if (flags & FLAG_FUA) await h.fh.datasync();
     },
 
-    cache(h, count, offset) {
-      return readAhead(h.fh, count, offset);
+    async cache(h, count, offset) {
+      // Advisory, as nbdkit: WILLNEED starts reading into the page cache.
+      if (!canFadvise()) return readAhead(h.fh, count, offset);
+      const r = await fadviseAsync(h.fh.fd, offset, count, FADV.WILLNEED);
+      if (r !== 0) throw sysError("posix_fadvise", r);
     },
   };
 }

@@ -1,9 +1,14 @@
 // Low-level helpers for the file plugin: full positional reads and writes,
-// hole punching through fs-native-extensions, block device size/rotation.
+// hole punching through fs-native-extensions, block device size.
 
 import { createRequire } from "node:module";
 import { readFile } from "node:fs/promises";
-import type { FileHandle } from "node:fs/promises";
+
+/** What these helpers need of a file: a FileHandle, or an FdFile. */
+export interface PositionalFile {
+  read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  write(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+}
 
 /** The part of fs-native-extensions we use (it ships no type declarations). */
 interface NativeExtensions {
@@ -48,7 +53,7 @@ export async function punchHole(fd: number, offset: number, length: number): Pro
 }
 
 /** Read buf.length bytes at offset, looping on short reads; zero-fill past EOF. */
-export async function readFull(fh: FileHandle, buf: Buffer, offset: number): Promise<void> {
+export async function readFull(fh: PositionalFile, buf: Buffer, offset: number): Promise<void> {
   const len = buf.length;
   let pos = 0;
   while (pos < len) {
@@ -62,7 +67,7 @@ export async function readFull(fh: FileHandle, buf: Buffer, offset: number): Pro
 }
 
 /** Write all of buf at offset, looping on short writes. */
-export async function writeFull(fh: FileHandle, buf: Buffer, offset: number): Promise<void> {
+export async function writeFull(fh: PositionalFile, buf: Buffer, offset: number): Promise<void> {
   const len = buf.length;
   let pos = 0;
   while (pos < len) {
@@ -77,7 +82,7 @@ let zeroChunk: Buffer | undefined;
 let sinkChunk: Buffer | undefined;
 
 /** Write count zero bytes at offset, in chunks of at most 1 MiB. */
-export async function writeZeros(fh: FileHandle, count: number, offset: number): Promise<void> {
+export async function writeZeros(fh: PositionalFile, count: number, offset: number): Promise<void> {
   zeroChunk ??= Buffer.alloc(CHUNK);
   let done = 0;
   while (done < count) {
@@ -88,7 +93,7 @@ export async function writeZeros(fh: FileHandle, count: number, offset: number):
 }
 
 /** Read [offset, offset + count) into a discarded buffer (warms the page cache). */
-export async function readAhead(fh: FileHandle, count: number, offset: number): Promise<void> {
+export async function readAhead(fh: PositionalFile, count: number, offset: number): Promise<void> {
   sinkChunk ??= Buffer.allocUnsafe(CHUNK);
   let done = 0;
   while (done < count) {
@@ -118,17 +123,4 @@ export async function blockDeviceSize(rdev: bigint): Promise<number> {
   const sectors = Number(text.trim());
   if (!Number.isSafeInteger(sectors)) throw new Error(`cannot parse block device size from ${p}`);
   return sectors * 512;
-}
-
-/** Whether the disk behind dev is rotational (sysfs); false when unknown. */
-export async function isRotationalDev(dev: bigint): Promise<boolean> {
-  const base = `/sys/dev/block/${devName(dev)}`;
-  for (const p of [`${base}/queue/rotational`, `${base}/../queue/rotational`]) {
-    try {
-      return (await readFile(p, "utf8")).trim() === "1";
-    } catch {
-      // try the next candidate (partitions keep queue/ in their parent)
-    }
-  }
-  return false;
 }
