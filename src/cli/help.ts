@@ -143,3 +143,19 @@ export function dumpConfigText(): string {
     `version_minor=${minor}`,
   ].join("\n") + "\n";
 }
+
+/** `--short-options` / `--long-options`: one option a line, as nbdkit (for bash completion). */
+export function optionNamesText(which: "short" | "long"): string {
+  const names: string[] = [];
+  for (const o of OPTIONS) {
+    if (o.refused) continue;
+    for (const part of o.flags.split(/[ ,]+/)) {
+      const isLong = part.startsWith("--");
+      if (!isLong && !/^-[^-]$/.test(part)) continue;
+      if (isLong !== (which === "long") || names.includes(part)) continue;
+      if (part === "--short-options" || part === "--long-options") continue;
+      names.push(part);
+    }
+  }
+  return names.join("\n") + "\n";
+}
