@@ -211,7 +211,7 @@ export function parseUnsigned(what: string, v: string): number {
   const m = /^\+?(0x[0-9a-f]+|0[0-7]*|[1-9][0-9]*)$/i.exec(t);
   if (!m) throw new CliError(`${what}: could not parse number: "${v}"`);
   const b = m[1]!;
-  const n = /^0x/i.test(b) ? parseInt(b.slice(2), 16) : b.length > 1 ? parseInt(b, 8) : Number(b);
+  const n = /^0x/i.test(b) ? parseInt(b.slice(2), 16) : b.length > 1 && b.startsWith("0") ? parseInt(b, 8) : Number(b);
   if (n > 0xffffffff) throw new CliError(`${what}: could not parse number: "${v}": value too large`);
   return n;
 }

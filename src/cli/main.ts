@@ -146,7 +146,8 @@ export async function main(argv: string[]): Promise<number> {
     const plan = planListeners(args, process.env, process.pid);
     const foreground =
       args.foreground || args.single || args.run !== undefined || args.exitWithParent || plan.activation || !!ready;
-    if (!foreground) return await runDaemonParent(argv);
+    // The child's startup errors, relayed by the parent, go where --log says.
+    if (!foreground) return await runDaemonParent(argv, (m) => rep!.error(m));
     return await serve(args, plan, ready, rep, tls);
   } catch (e) {
     if (ready) ready.error(e);
