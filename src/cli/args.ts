@@ -68,6 +68,8 @@ export interface CliArgs {
   version: boolean;
   dumpPlugin: boolean;
   dumpConfig: boolean;
+  /** --check: type-check and load PLUGIN and --filter files, then exit. */
+  check: boolean;
 }
 
 export function defaultArgs(): CliArgs {
@@ -91,6 +93,7 @@ export function defaultArgs(): CliArgs {
     version: false,
     dumpPlugin: false,
     dumpConfig: false,
+    check: false,
   };
 }
 
@@ -113,6 +116,11 @@ const unsupported = (what: string) => () => {
 export const OPTIONS: readonly OptionSpec[] = [
   { flags: "-4, --ipv4-only", description: "listen on IPv4 addresses only", apply: (a) => void (a.ipFamily = 4) },
   { flags: "-6, --ipv6-only", description: "listen on IPv6 addresses only", apply: (a) => void (a.ipFamily = 6) },
+  {
+    flags: "--check",
+    description: "type-check PLUGIN and --filter files (TypeScript), load them, and exit",
+    apply: (a) => void (a.check = true),
+  },
   {
     flags: "-D, --debug <NAME.FLAG=N>",
     description: "set a debug flag (nbdstate.backend, nbdstate.server, nbdstate.environ, or a plugin's)",

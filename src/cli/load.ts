@@ -102,7 +102,9 @@ function validate(kind: LayerKind, spec: string, v: unknown): void {
   }
   if (kind === "plugin") {
     for (const cb of ["open", "getSize", "pread"]) {
-      if (typeof o[cb] !== "function") throw new CliError(`${what}: the plugin must have a ${cb} callback`);
+      if (typeof o[cb] !== "function") {
+        throw new CliError(`${what}: the plugin has no ${cb} callback (a plugin needs open, getSize and pread; a filter is given with --filter=)`);
+      }
     }
   }
 }

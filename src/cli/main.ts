@@ -10,6 +10,7 @@ import { parseArgs, type CliArgs } from "./args.js";
 import { captiveEnv, runCaptive, type Captive } from "./captive.js";
 import { DAEMON_ENV, daemonChildFd, ReadinessReporter, runDaemonParent } from "./daemon.js";
 import { watch, type Watching } from "../status/watch.js";
+import { runCheck } from "./check.js";
 import { applyLayerFlags, debugSettings, type DebugArea, type DebugSettings } from "./debug-flags.js";
 import { CliError, errorMessage, PROGRAM, reportError } from "./errors.js";
 import { dumpConfigText, dumpPluginText, optionNamesText, pluginHelpText, usageText, versionText } from "./help.js";
@@ -97,6 +98,7 @@ async function loadLayers(a: CliArgs): Promise<{ plugin: Loaded<Plugin>; filters
 /** --help, --version, --dump-config, --dump-plugin: the status, or undefined to serve. */
 async function infoMode(a: CliArgs): Promise<number | undefined> {
   if (a.listOptions) return out(optionNamesText(a.listOptions)), 0;
+  if (a.check) return runCheck(a.plugin!, a.filters, out);
   if (a.help && a.plugin === undefined) return out(usageText(await builtins())), 0;
   if (a.dumpConfig) return out(dumpConfigText()), 0;
   if (a.version && a.plugin === undefined) return out(versionText()), 0;
