@@ -29,12 +29,12 @@ export interface Wire {
 export interface HandshakeSettings {
   /** From the greeting until the client's flags arrive (0: no limit). */
   timeoutMs?: number;
-  /** --mask-handshake: handshake flags not to advertise. */
+  /** --mask-handshake=MASK: the handshake flags sent are the default ones & MASK. */
   maskHandshake?: number;
 }
 
 export function handshakeFor(w: Wire, s: HandshakeSettings): AnyStateMachine {
-  const flags = (C.NBD_FLAG_FIXED_NEWSTYLE | C.NBD_FLAG_NO_ZEROES) & ~(s.maskHandshake ?? 0);
+  const flags = (C.NBD_FLAG_FIXED_NEWSTYLE | C.NBD_FLAG_NO_ZEROES) & (s.maskHandshake ?? 0xffff);
   return assertProvided(
     handshakeMachine.provide({
       actions: { sendGreeting: () => w.write(encodeGreeting(flags)) },

@@ -3,7 +3,15 @@
 import type { TlsCredentials } from "./tls.js";
 
 export type Listener =
-  | { kind: "tcp"; host?: string; port: number }
+  | {
+      kind: "tcp";
+      host?: string;
+      port: number;
+      /** -4 / -6: that address family only (-6 turns dual-stack IPv4 off). */
+      family?: 4 | 6;
+      /** --keepalive: SO_KEEPALIVE on every accepted connection. */
+      keepalive?: boolean;
+    }
   | { kind: "unix"; path: string }
   | { kind: "stdio" }
   /** systemd socket activation: fds 3 .. 3+LISTEN_FDS-1 */
@@ -23,10 +31,13 @@ export interface ServerOptions {
   onListening?: () => void;
   /** Stop after the first connection closes (-s, --run wraps this itself). */
   singleConnection?: boolean;
-  /** --no-sr: refuse structured replies (and extended headers). */
+  /** --no-sr: refuse NBD_OPT_STRUCTURED_REPLY (as nbdkit: the client gets simple replies only). */
   noStructuredReplies?: boolean;
-  /** --no-mc: refuse meta contexts. */
+  /** --no-mc: refuse meta contexts (NBD_OPT_SET/LIST_META_CONTEXT), so no block status. */
   noMetaContexts?: boolean;
-  /** --mask-handshake: handshake flags not to advertise. */
+  /**
+   * --mask-handshake=MASK: the global handshake flags sent are
+   * (NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES) & MASK; default all.
+   */
   maskHandshake?: number;
 }

@@ -5,6 +5,8 @@
 import { createActor, type InspectionEvent } from "xstate";
 import net from "node:net";
 import fs from "node:fs";
+import dns from "node:dns/promises";
+import path from "node:path";
 import { Duplex } from "node:stream";
 import { serverMachine } from "../machines/server.js";
 import type { Stack } from "../backend/stack.js";
@@ -62,23 +64,101 @@ function stdioDuplex(): Duplex {
   return d;
 }
 
-function listen(server: net.Server, l: Listener): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
+/**
+ * Linux lists listening unix sockets in /proc/net/unix (flag __SO_ACCEPTCON):
+ * a live server found there is not disturbed by a probe connection (which
+ * it would log as a failed handshake). undefined: not known from there.
+ */
+function listedAsListening(file: string): boolean | undefined {
+  let table: string;
+  try {
+    table = fs.readFileSync("/proc/net/unix", "utf8");
+  } catch {
+    return undefined;
+  }
+  const want = new Set([file, path.resolve(file)]);
+  for (const line of table.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8) continue;
+    const p = f.slice(7).join(" ");
+    if (want.has(p) && (parseInt(f[3]!, 16) & 0x10000) !== 0) return true;
+  }
+  return undefined;
+}
+
+/** Whether something accepts connections on the unix socket at `file` (ECONNREFUSED: a stale file). */
+function socketInUse(file: string): Promise<boolean> {
+  if (listedAsListening(file)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const probe = net.connect(file);
+    const done = (live: boolean) => {
+      probe.removeAllListeners();
+      probe.on("error", () => {});
+      probe.destroy();
+      resolve(live);
+    };
+    probe.once("connect", () => done(true));
+    // ECONNREFUSED (nobody listens) or anything else: not in use by a live server.
+    probe.once("error", () => done(false));
+    probe.setTimeout(2000, () => done(true));
+  });
+}
+
+/** A listen error as nbdkit words it: "PATH: Address already in use". */
+function unixListenError(file: string, e: NodeJS.ErrnoException): Error {
+  const text: Record<string, string> = {
+    EADDRINUSE: "Address already in use",
+    ENOENT: "No such file or directory",
+    EACCES: "Permission denied",
+    ENOTDIR: "Not a directory",
+    ENAMETOOLONG: "File name too long",
+  };
+  const err = new Error(`${file}: ${text[e.code ?? ""] ?? e.message}`) as NodeJS.ErrnoException;
+  err.code = e.code;
+  return err;
+}
+
+async function listen(server: net.Server, l: Listener): Promise<void> {
+  if (l.kind === "unix") {
+    // libuv reports a missing directory as EACCES: say ENOENT, as bind(2) does.
+    const dir = path.dirname(l.path);
+    if (!fs.existsSync(dir)) throw unixListenError(l.path, Object.assign(new Error(""), { code: "ENOENT" }));
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.lstatSync(l.path);
+    } catch {
+      /* absent */
+    }
+    if (st?.isSocket()) {
+      // A live server owns it (nbdkit refuses too); a stale file from a killed server is replaced.
+      if (await socketInUse(l.path)) throw unixListenError(l.path, Object.assign(new Error(""), { code: "EADDRINUSE" }));
+      fs.rmSync(l.path, { force: true });
+    }
+  }
+  let host: string | undefined;
+  if (l.kind === "tcp") {
+    host = l.host;
+    // -4 / -6 with a host name: only addresses of that family.
+    if (host !== undefined && l.family !== undefined && net.isIP(host) === 0) {
+      host = (await dns.lookup(host, { family: l.family })).address;
+    }
+    if (host !== undefined && l.family !== undefined && net.isIP(host) !== l.family) {
+      throw new Error(`-${l.family}: ${l.host} is not an IPv${l.family} address`);
+    }
+  }
+  await new Promise<void>((resolve, reject) => {
+    const fail = (e: NodeJS.ErrnoException) => reject(l.kind === "unix" ? unixListenError(l.path, e) : e);
+    server.once("error", fail);
     const done = () => {
-      server.off("error", reject);
+      server.off("error", fail);
       resolve();
     };
-    if (l.kind === "tcp") server.listen({ port: l.port, host: l.host }, done);
-    else if (l.kind === "unix") {
-      // A stale socket file from a killed server would make listen fail.
-      try {
-        if (fs.statSync(l.path).isSocket()) fs.unlinkSync(l.path);
-      } catch {
-        /* absent */
-      }
-      server.listen(l.path, done);
-    } else if (l.kind === "activation") server.listen({ fd: l.fds.shift()! }, done);
+    if (l.kind === "tcp") {
+      if (l.keepalive) server.on("connection", (s) => s.setKeepAlive(true));
+      // -6: [::] without dual-stack IPv4 (as nbdkit); -4 binds 0.0.0.0.
+      server.listen({ port: l.port, host, ipv6Only: l.family === 6 }, done);
+    } else if (l.kind === "unix") server.listen(l.path, done);
+    else if (l.kind === "activation") server.listen({ fd: l.fds.shift()! }, done);
     else done();
   });
 }

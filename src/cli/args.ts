@@ -5,10 +5,12 @@
 
 import { Command, CommanderError } from "commander";
 import type { InspectTarget } from "../status/watch.js";
+import { parseDebugFlag, type DebugFlag } from "./debug-flags.js";
 import { CliError } from "./errors.js";
+import type { LogMode } from "./log.js";
 
 export type TlsMode = "off" | "on" | "require";
-export type LogMode = "stderr" | "syslog" | "null";
+export type { LogMode };
 
 export const DEFAULT_PORT = 10809;
 /** nbdkit's default number of threads per connection (parallel plugins). */
@@ -42,17 +44,32 @@ export interface CliArgs {
   tlsCertificates?: string;
   tlsPsk?: string;
   tlsVerifyPeer: boolean;
-  log: LogMode;
+  /** --log; undefined: stderr, or syslog once forked into the background (as nbdkit). */
+  log?: LogMode;
+  /** --keepalive: SO_KEEPALIVE on TCP connections. */
+  keepalive: boolean;
+  /** --timeout=SECONDS for the handshake (0: none); undefined: the server's defaults. */
+  timeout?: number;
+  /** --no-sr / --no-structured-replies. */
+  noStructuredReplies: boolean;
+  /** --no-mc / --no-meta-contexts. */
+  noMetaContexts: boolean;
+  /** --mask-handshake=MASK: global handshake flags the server may advertise. */
+  maskHandshake?: number;
+  /** --short-options / --long-options: print the option names and exit. */
+  listOptions?: "short" | "long";
   /** --inspect=stderr|ws://HOST:PORT (repeatable): watch the machines' transitions. */
   inspect: InspectTarget[];
   /** --status-page=[HOST:]PORT: the live status page (host default 127.0.0.1). */
   statusPage?: { host?: string; port: number };
-  /** -D NAME.FLAG=N, accepted and (for now) ignored. */
-  debugFlags: string[];
+  /** -D NAME.FLAG=N (see debug-flags.ts). */
+  debugFlags: DebugFlag[];
   help: boolean;
   version: boolean;
   dumpPlugin: boolean;
   dumpConfig: boolean;
+  /** --check: type-check and load PLUGIN and --filter files, then exit. */
+  check: boolean;
 }
 
 export function defaultArgs(): CliArgs {
@@ -67,13 +84,16 @@ export function defaultArgs(): CliArgs {
     verbose: false,
     tls: "off",
     tlsVerifyPeer: false,
-    log: "stderr",
+    keepalive: false,
+    noStructuredReplies: false,
+    noMetaContexts: false,
     inspect: [],
     debugFlags: [],
     help: false,
     version: false,
     dumpPlugin: false,
     dumpConfig: false,
+    check: false,
   };
 }
 
@@ -83,6 +103,8 @@ export interface OptionSpec {
   description: string;
   /** nbdkit's alternative spellings and options we only reject: not in help. */
   hidden?: boolean;
+  /** Known only to be refused: not listed by --short-options / --long-options. */
+  refused?: boolean;
   apply(a: CliArgs, value: string): void;
 }
 
@@ -95,12 +117,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { flags: "-4, --ipv4-only", description: "listen on IPv4 addresses only", apply: (a) => void (a.ipFamily = 4) },
   { flags: "-6, --ipv6-only", description: "listen on IPv6 addresses only", apply: (a) => void (a.ipFamily = 6) },
   {
+    flags: "--check",
+    description: "type-check PLUGIN and --filter files (TypeScript), load them, and exit",
+    apply: (a) => void (a.check = true),
+  },
+  {
     flags: "-D, --debug <NAME.FLAG=N>",
-    description: "set a debug flag (accepted, ignored for now)",
-    apply: (a, v) => {
-      if (!/^[^.=]+\.[^=]+=[+-]?[0-9]+$/.test(v)) throw new CliError("-D (Debug Flag) must have the format NAME.FLAG=N");
-      a.debugFlags.push(v);
-    },
+    description: "set a debug flag (nbdstate.backend, nbdstate.server, nbdstate.environ, or a plugin's)",
+    apply: (a, v) => void a.debugFlags.push(parseDebugFlag(v)),
   },
   { flags: "--dump-config", description: "print the build configuration and exit", apply: (a) => void (a.dumpConfig = true) },
   { flags: "--dump-plugin", description: "print information about PLUGIN and exit", apply: (a) => void (a.dumpPlugin = true) },
@@ -119,17 +143,29 @@ export const OPTIONS: readonly OptionSpec[] = [
   },
   { flags: "-i, --ipaddr <IPADDR>", description: "listen on this address (default: all)", apply: (a, v) => void (a.ipaddr = v) },
   { flags: "--ip-addr <IPADDR>", description: "", hidden: true, apply: (a, v) => void (a.ipaddr = v) },
-  { flags: "--log <stderr|syslog|null>", description: "where error messages go (accepted; always stderr)", apply: (a, v) => void (a.log = parseLog(v)) },
+  { flags: "--keepalive", description: "enable TCP keepalives (SO_KEEPALIVE) on TCP connections", apply: (a) => void (a.keepalive = true) },
+  { flags: "--log <stderr|syslog|null>", description: "where error messages go (default stderr; syslog once in the background)", apply: (a, v) => void (a.log = parseLog(v)) },
+  { flags: "--long-options", description: "list the long options and exit (for bash completion)", apply: (a) => void (a.listOptions = "long") },
+  {
+    flags: "--mask-handshake <MASK>",
+    description: "advertise only these global handshake flags (1: fixed newstyle, 2: no zeroes)",
+    apply: (a, v) => void (a.maskHandshake = parseUnsigned("mask-handshake", v)),
+  },
   { flags: "-n, --newstyle", description: "use the newstyle protocol (the default; no-op)", apply: () => {} },
   { flags: "--new-style", description: "", hidden: true, apply: () => {} },
-  { flags: "-o, --oldstyle", description: "", hidden: true, apply: unsupported("the oldstyle protocol (-o)") },
-  { flags: "--old-style", description: "", hidden: true, apply: unsupported("the oldstyle protocol (-o)") },
+  { flags: "--no-mc", description: "do not advertise meta contexts (block status)", apply: (a) => void (a.noMetaContexts = true) },
+  { flags: "--no-meta-contexts", description: "", hidden: true, apply: (a) => void (a.noMetaContexts = true) },
+  { flags: "--no-sr", description: "do not advertise structured replies", apply: (a) => void (a.noStructuredReplies = true) },
+  { flags: "--no-structured-replies", description: "", hidden: true, apply: (a) => void (a.noStructuredReplies = true) },
+  { flags: "-o, --oldstyle", description: "", hidden: true, refused: true, apply: unsupported("the oldstyle protocol (-o)") },
+  { flags: "--old-style", description: "", hidden: true, refused: true, apply: unsupported("the oldstyle protocol (-o)") },
   { flags: "-P, --pidfile <PIDFILE>", description: "write the server's pid to PIDFILE once it listens", apply: (a, v) => void (a.pidfile = v) },
   { flags: "--pid-file <PIDFILE>", description: "", hidden: true, apply: (a, v) => void (a.pidfile = v) },
   { flags: "-p, --port <PORT>", description: `TCP port to listen on (default ${DEFAULT_PORT})`, apply: (a, v) => void (a.port = parsePort(v)) },
   { flags: "-r, --readonly", description: "export read-only", apply: (a) => void (a.readonly = true) },
   { flags: "--read-only", description: "", hidden: true, apply: (a) => void (a.readonly = true) },
   { flags: "--run <COMMAND>", description: "run COMMAND with $uri etc. set; exit when it does (captive)", apply: (a, v) => void (a.run = v) },
+  { flags: "--short-options", description: "list the short options and exit (for bash completion)", apply: (a) => void (a.listOptions = "short") },
   { flags: "-s, --single", description: "serve one connection on stdin/stdout, then exit", apply: (a) => void (a.single = true) },
   {
     flags: "--status-page <[HOST:]PORT>",
@@ -138,6 +174,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   },
   { flags: "--stdin", description: "", hidden: true, apply: (a) => void (a.single = true) },
   { flags: "-t, --threads <THREADS>", description: `requests in flight per connection (default ${DEFAULT_THREADS})`, apply: (a, v) => void (a.threads = parseThreads(v)) },
+  {
+    flags: "--timeout <TIMEOUT>",
+    description: "seconds a client has for each step of the handshake (0: no limit)",
+    apply: (a, v) => void (a.timeout = parseUnsigned("timeout", v)),
+  },
   { flags: "--tls <off|on|require>", description: "disable, enable or require TLS", apply: (a, v) => {
     a.tls = parseTls(v);
     a.tlsGiven = true;
@@ -148,13 +189,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { flags: "-U, --unix <SOCKET>", description: "listen on a Unix socket (\"-\": a private one, for --run)", apply: (a, v) => void (a.unix = v) },
   { flags: "-v, --verbose", description: "verbose messages on stderr", apply: (a) => void (a.verbose = true) },
   { flags: "-V, --version", description: "print the version and exit", apply: (a) => void (a.version = true) },
-  { flags: "-g, --group <GROUP>", description: "", hidden: true, apply: unsupported("-g (--group)") },
-  { flags: "-u, --user <USER>", description: "", hidden: true, apply: unsupported("-u (--user)") },
-  { flags: "--mask-handshake <MASK>", description: "", hidden: true, apply: unsupported("--mask-handshake") },
-  { flags: "--no-sr", description: "", hidden: true, apply: unsupported("--no-sr") },
-  { flags: "--selinux-label <LABEL>", description: "", hidden: true, apply: unsupported("--selinux-label") },
-  { flags: "--swap", description: "", hidden: true, apply: unsupported("--swap") },
-  { flags: "--vsock", description: "", hidden: true, apply: unsupported("--vsock") },
+  { flags: "-g, --group <GROUP>", description: "", hidden: true, refused: true, apply: unsupported("-g (--group)") },
+  { flags: "-u, --user <USER>", description: "", hidden: true, refused: true, apply: unsupported("-u (--user)") },
+  { flags: "--selinux-label <LABEL>", description: "", hidden: true, refused: true, apply: unsupported("--selinux-label") },
+  { flags: "--swap", description: "", hidden: true, refused: true, apply: unsupported("--swap") },
+  { flags: "--vsock", description: "", hidden: true, refused: true, apply: unsupported("--vsock") },
 ];
 
 export function parsePort(v: string): number {
@@ -171,6 +210,18 @@ export function parseThreads(v: string): number {
   const n = Number(m[1]);
   if (n > 0x7fffffff) throw new CliError(`threads: could not parse number: "${v}": value too large`);
   return n === 0 ? DEFAULT_THREADS : n;
+}
+
+/** As nbdkit_parse_unsigned: decimal, 0x hex or 0 octal, no sign, no trailing garbage. */
+export function parseUnsigned(what: string, v: string): number {
+  const t = v.trim();
+  if (t.startsWith("-")) throw new CliError(`${what}: negative numbers are not allowed`);
+  const m = /^\+?(0x[0-9a-f]+|0[0-7]*|[1-9][0-9]*)$/i.exec(t);
+  if (!m) throw new CliError(`${what}: could not parse number: "${v}"`);
+  const b = m[1]!;
+  const n = /^0x/i.test(b) ? parseInt(b.slice(2), 16) : b.length > 1 && b.startsWith("0") ? parseInt(b, 8) : Number(b);
+  if (n > 0xffffffff) throw new CliError(`${what}: could not parse number: "${v}": value too large`);
+  return n;
 }
 
 /** --tls=off|on|require, or a boolean as nbdkit accepts (yes/no, 1/0 ...). */
@@ -263,7 +314,7 @@ export function parseArgs(argv: readonly string[]): CliArgs {
 }
 
 function check(a: CliArgs): void {
-  if (a.help || a.version || a.dumpConfig) return;
+  if (a.help || a.version || a.dumpConfig || a.listOptions) return;
   if (a.plugin === undefined) {
     throw new CliError("no plugins given on the command line (see 'nbdstate --help')");
   }

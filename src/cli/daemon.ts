@@ -53,7 +53,10 @@ export class ReadinessReporter {
  * In the parent: start the detached child and wait for its report.
  * Resolves with the parent's exit status.
  */
-export function runDaemonParent(argv: readonly string[]): Promise<number> {
+export function runDaemonParent(
+  argv: readonly string[],
+  report: (message: string) => void = (m) => void process.stderr.write(errorLine(m) + "\n"),
+): Promise<number> {
   const script = process.argv[1];
   const args = [...process.execArgv, ...(script ? [script] : []), ...argv];
   const child = spawn(process.execPath, args, {
@@ -68,7 +71,7 @@ export function runDaemonParent(argv: readonly string[]): Promise<number> {
     const finish = (status: number, message?: string) => {
       if (settled) return;
       settled = true;
-      if (message !== undefined) process.stderr.write(errorLine(message) + "\n");
+      if (message !== undefined) report(message);
       pipe.removeAllListeners("data");
       pipe.destroy();
       child.removeAllListeners("exit");

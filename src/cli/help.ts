@@ -34,11 +34,13 @@ const SYNOPSIS = `${PROGRAM} [-4|--ipv4-only] [-6|--ipv6-only]
          [-D|--debug PLUGIN|FILTER|nbdstate.FLAG=N]
          [--exit-with-parent] [-e|--exportname EXPORTNAME]
          [--filter=FILTER ...] [-f|--foreground]
-         [-i|--ipaddr IPADDR] [--log=stderr|syslog|null]
+         [-i|--ipaddr IPADDR] [--keepalive] [--log=stderr|syslog|null]
          [--inspect=stderr|ws://HOST:PORT] [--status-page=[HOST:]PORT]
-         [-n|--newstyle] [-P|--pidfile PIDFILE] [-p|--port PORT]
+         [--mask-handshake=MASK] [-n|--newstyle]
+         [--no-mc|--no-meta-contexts] [--no-sr|--no-structured-replies]
+         [-P|--pidfile PIDFILE] [-p|--port PORT]
          [-r|--readonly] [--run 'COMMAND ARGS ...'] [-s|--single]
-         [-t|--threads THREADS] [--tls=off|on|require]
+         [-t|--threads THREADS] [--timeout=TIMEOUT] [--tls=off|on|require]
          [--tls-certificates=/path/to/certificates]
          [--tls-psk=/path/to/pskfile] [--tls-verify-peer]
          [-U|--unix SOCKET|-] [-v|--verbose]
@@ -47,6 +49,8 @@ const SYNOPSIS = `${PROGRAM} [-4|--ipv4-only] [-6|--ipv6-only]
 ${PROGRAM} --dump-config
 
 ${PROGRAM} PLUGIN --dump-plugin
+
+${PROGRAM} --check ./my-plugin.ts [--filter=./my-filter.ts ...]
 
 ${PROGRAM} PLUGIN --help
 
@@ -142,4 +146,20 @@ export function dumpConfigText(): string {
     `version_major=${major}`,
     `version_minor=${minor}`,
   ].join("\n") + "\n";
+}
+
+/** `--short-options` / `--long-options`: one option a line, as nbdkit (for bash completion). */
+export function optionNamesText(which: "short" | "long"): string {
+  const names: string[] = [];
+  for (const o of OPTIONS) {
+    if (o.refused) continue;
+    for (const part of o.flags.split(/[ ,]+/)) {
+      const isLong = part.startsWith("--");
+      if (!isLong && !/^-[^-]$/.test(part)) continue;
+      if (isLong !== (which === "long") || names.includes(part)) continue;
+      if (part === "--short-options" || part === "--long-options") continue;
+      names.push(part);
+    }
+  }
+  return names.join("\n") + "\n";
 }

@@ -43,9 +43,13 @@ export function planListeners(a: CliArgs, env: NodeJS.ProcessEnv, pid: number): 
     // A captive server needs no public port: use a private socket.
     return { listeners: [], activation: false, privateUnix: true };
   }
+  // -4 / -6 as nbdkit: only that family (an IPv6 socket without dual-stack
+  // IPv4 for -6); -i with a host name binds its address of that family.
   const host = a.ipaddr ?? (a.ipFamily === 4 ? "0.0.0.0" : a.ipFamily === 6 ? "::" : undefined);
-  const tcp: Listener = { kind: "tcp", port: a.port ?? DEFAULT_PORT };
+  const tcp: Extract<Listener, { kind: "tcp" }> = { kind: "tcp", port: a.port ?? DEFAULT_PORT };
   if (host !== undefined) tcp.host = host;
+  if (a.ipFamily !== undefined) tcp.family = a.ipFamily;
+  if (a.keepalive) tcp.keepalive = true;
   return { listeners: [tcp], activation: false, privateUnix: false };
 }
 
@@ -67,6 +71,20 @@ export function uriQuote(s: string): string {
     else out += "%" + byte.toString(16).toUpperCase().padStart(2, "0");
   }
   return out;
+}
+
+/**
+ * The URI printed once listening (-v): nbdkit's form, the socket path
+ * quoted as uri_quote does (so '/' stays), and no encoding a client would
+ * have to undo: nbd+unix:///?socket=/tmp/s.sock, nbd://localhost:10809.
+ */
+export function listeningUri(where: { unixSocket?: string; port?: number; host?: string; uri: string }): string {
+  if (where.unixSocket !== undefined) return `nbd+unix:///?socket=${uriQuote(where.unixSocket)}`;
+  if (where.port !== undefined) {
+    const h = where.host === undefined || where.host === "0.0.0.0" || where.host === "::" ? "localhost" : where.host;
+    return `nbd://${h.includes(":") ? `[${h}]` : h}:${where.port}`;
+  }
+  return where.uri;
 }
 
 /** The URI --run publishes (nbdkit's form: localhost for TCP, nbds with --tls=require). */

@@ -18,6 +18,8 @@ export interface Loaded<T> {
   path: string;
   builtin: boolean;
   layer: T;
+  /** The module's exported `debugFlags` object (-D NAME.FLAG=N sets its properties). */
+  debugFlags?: Record<string, unknown>;
 }
 
 /** A path (contains '/' or ends with a script extension), not a built-in name. */
@@ -58,25 +60,51 @@ async function importFile(path: string): Promise<unknown> {
 }
 
 /** The layer object out of a module: default export, object or factory. */
-async function fromModule(mod: unknown): Promise<unknown> {
+async function fromModule(kind: LayerKind, spec: string, mod: unknown): Promise<unknown> {
   let v: unknown = mod;
+  if (v && typeof v === "object" && !("default" in v)) {
+    // A named export only (export const plugin = ...): say so, not "must have a name".
+    const names = Object.keys(v).filter((k) => k !== "debugFlags");
+    const what = kind === "plugin" ? "a Plugin object" : "a Filter object";
+    throw new CliError(
+      `${spec} has no default export; export default ${what} or a factory function returning one` +
+        (names.length > 0 ? ` (it exports only: ${names.slice(0, 8).join(", ")}${names.length > 8 ? ", ..." : ""})` : ""),
+    );
+  }
   if (v && typeof v === "object" && "default" in v) v = (v as { default: unknown }).default;
   // A CommonJS module imported as ESM may nest the default once more.
   if (v && typeof v === "object" && "default" in v && !("name" in v)) v = (v as { default: unknown }).default;
-  if (typeof v === "function") v = await (v as () => unknown)();
+  if (typeof v === "function") {
+    try {
+      v = await (v as () => unknown)();
+    } catch (e) {
+      throw new CliError(`${kind} '${spec}': its factory function failed: ${errorMessage(e)}`);
+    }
+  }
   return v;
+}
+
+/** `export const debugFlags = { name: 0 }`: the object -D sets, if the module has one. */
+function debugFlagsOf(mod: unknown): Record<string, unknown> | undefined {
+  const d = mod && typeof mod === "object" ? (mod as { debugFlags?: unknown }).debugFlags : undefined;
+  return d && typeof d === "object" ? (d as Record<string, unknown>) : undefined;
 }
 
 function validate(kind: LayerKind, spec: string, v: unknown): void {
   const what = `${kind} '${spec}'`;
   if (!v || typeof v !== "object") {
-    throw new CliError(`${what}: the module's default export must be a ${kind} object or a function returning one`);
+    const got = v === null ? "null" : typeof v;
+    throw new CliError(`${what}: the module's default export must be a ${kind} object or a function returning one (it gave ${got})`);
   }
   const o = v as Record<string, unknown>;
-  if (typeof o.name !== "string" || o.name === "") throw new CliError(`${what}: the ${kind} must have a name`);
+  if (typeof o.name !== "string" || o.name === "") {
+    throw new CliError(`${what}: the ${kind} object has no name: give it one (name: "my-${kind}")`);
+  }
   if (kind === "plugin") {
     for (const cb of ["open", "getSize", "pread"]) {
-      if (typeof o[cb] !== "function") throw new CliError(`${what}: the plugin must have a ${cb} callback`);
+      if (typeof o[cb] !== "function") {
+        throw new CliError(`${what}: the plugin has no ${cb} callback (a plugin needs open, getSize and pread; a filter is given with --filter=)`);
+      }
     }
   }
 }
@@ -91,9 +119,10 @@ async function loadLayer(kind: LayerKind, spec: string): Promise<Loaded<unknown>
     } catch (e) {
       throw new CliError(`cannot open ${kind} '${spec}': ${errorMessage(e)}`);
     }
-    const layer = await fromModule(mod);
+    const layer = await fromModule(kind, spec, mod);
     validate(kind, spec, layer);
-    return { kind, spec, path, builtin: false, layer };
+    const debugFlags = debugFlagsOf(mod);
+    return debugFlags ? { kind, spec, path, builtin: false, layer, debugFlags } : { kind, spec, path, builtin: false, layer };
   }
   const table = await registry(kind);
   const factory = Object.prototype.hasOwnProperty.call(table, spec) ? table[spec] : undefined;

@@ -10,9 +10,12 @@ import { parseArgs, type CliArgs } from "./args.js";
 import { captiveEnv, runCaptive, type Captive } from "./captive.js";
 import { DAEMON_ENV, daemonChildFd, ReadinessReporter, runDaemonParent } from "./daemon.js";
 import { watch, type Watching } from "../status/watch.js";
-import { CliError, debug, errorLine, PROGRAM, reportError } from "./errors.js";
-import { dumpConfigText, dumpPluginText, pluginHelpText, usageText, versionText } from "./help.js";
-import { makePrivateSocket, planListeners, type ListenerPlan } from "./listeners.js";
+import { runCheck } from "./check.js";
+import { applyLayerFlags, debugSettings, type DebugArea, type DebugSettings } from "./debug-flags.js";
+import { CliError, errorMessage, PROGRAM, reportError } from "./errors.js";
+import { dumpConfigText, dumpPluginText, optionNamesText, pluginHelpText, usageText, versionText } from "./help.js";
+import { listeningUri, makePrivateSocket, planListeners, type ListenerPlan } from "./listeners.js";
+import { makeLogSink, type LogSink } from "./log.js";
 import { listBuiltins, loadFilter, loadPlugin, type Loaded } from "./load.js";
 import { resolveParams } from "./params.js";
 import { SHUTDOWN_SIGNALS, onShutdownSignals, watchParent, writePidfile } from "./process-hooks.js";
@@ -22,6 +25,60 @@ import { loadTls, type TlsSetup } from "./tls.js";
 export const TLS_SUPPORTED = true;
 
 const out = (s: string) => void process.stdout.write(s);
+
+/** Debug lines (-v, -D): always stderr, never the --log sink (as nbdkit). */
+const debugLine = (m: string) => void process.stderr.write(`${PROGRAM}: debug: ${m}\n`);
+
+/** How serving reports: error lines to the --log sink, debug lines by area. */
+export interface Reporting {
+  sink: LogSink;
+  debug: DebugSettings;
+  /** A debug line of an area, printed when -v or -D says so. */
+  log(area: DebugArea): (m: string) => void;
+  /** An error line ("nbdstate: error: ..." on stderr). */
+  error(e: unknown): void;
+}
+
+export function reporting(sink: LogSink, debug: DebugSettings): Reporting {
+  const loggers = new Map<DebugArea, (m: string) => void>();
+  return {
+    sink,
+    debug,
+    log(area) {
+      let l = loggers.get(area);
+      if (!l) {
+        l = (m) => {
+          if (debug.enabled(area)) debugLine(m);
+        };
+        loggers.set(area, l);
+      }
+      return l;
+    },
+    error: (e) => sink.write("error", `error: ${errorMessage(e)}`),
+  };
+}
+
+/** What the command line asks of the server actor, beyond the listeners. */
+export function serverOptions(a: CliArgs, listeners: Listener[], tls: TlsSetup, log: (m: string) => void): Parameters<typeof startServer>[1] {
+  const opts: Parameters<typeof startServer>[1] = {
+    log,
+    listeners,
+    readonly: a.readonly,
+    threads: a.threads,
+    tls: tls.mode,
+    singleConnection: a.single,
+  };
+  if (tls.credentials) opts.tlsCredentials = tls.credentials;
+  if (a.noStructuredReplies) opts.noStructuredReplies = true;
+  if (a.noMetaContexts) opts.noMetaContexts = true;
+  if (a.maskHandshake !== undefined) opts.maskHandshake = a.maskHandshake;
+  if (a.timeout !== undefined) {
+    // --timeout=N: the client's flags and each option must come within N s (0: no limit).
+    opts.handshakeTimeoutMs = a.timeout * 1000;
+    opts.optionTimeoutMs = a.timeout * 1000;
+  }
+  return opts;
+}
 
 async function builtins(): Promise<{ plugins: string[]; filters: string[] } | undefined> {
   try {
@@ -40,6 +97,8 @@ async function loadLayers(a: CliArgs): Promise<{ plugin: Loaded<Plugin>; filters
 
 /** --help, --version, --dump-config, --dump-plugin: the status, or undefined to serve. */
 async function infoMode(a: CliArgs): Promise<number | undefined> {
+  if (a.listOptions) return out(optionNamesText(a.listOptions)), 0;
+  if (a.check) return runCheck(a.plugin!, a.filters, out);
   if (a.help && a.plugin === undefined) return out(usageText(await builtins())), 0;
   if (a.dumpConfig) return out(dumpConfigText()), 0;
   if (a.version && a.plugin === undefined) return out(versionText()), 0;
@@ -67,27 +126,40 @@ export async function main(argv: string[]): Promise<number> {
   const ready = fd !== undefined ? new ReadinessReporter(fd) : undefined;
   if (ready) delete process.env[DAEMON_ENV];
   let verbose = argv.includes("-v") || argv.includes("--verbose");
+  let rep: Reporting | undefined;
   try {
     const args = parseArgs(argv);
     verbose = args.verbose;
     const info = await infoMode(args);
     if (info !== undefined) return info;
-    for (const d of args.debugFlags) debug(verbose, `-D ${d}: debug flags are not supported yet (ignored)`);
-    if (args.log !== "stderr") debug(verbose, `--log=${args.log}: messages go to stderr`);
+    const debug = debugSettings(args.debugFlags, verbose);
+    const foregroundAsked = args.foreground || args.single || args.run !== undefined || args.exitWithParent;
+    // As nbdkit: stderr, unless forked into the background (then syslog).
+    rep = reporting(await makeLogSink(args.log ?? (ready && !foregroundAsked ? "syslog" : "stderr")), debug);
+    for (const w of debug.warnings) rep.sink.write("warning", `warning: ${w}`);
+    if (debug.environ) {
+      for (const [k, v] of Object.entries(process.env)) debugLine(`environ: ${k}=${v ?? ""}`);
+    }
     if (args.tls !== "off" && !TLS_SUPPORTED) throw new CliError("TLS is not supported yet");
     // Certificates and keys are read now: a missing or bad file stops the start (before forking).
     const tls = loadTls(args);
     const cred = tls.credentials;
-    if (cred) debug(verbose, `TLS ${tls.mode}: ${cred.kind === "psk" ? `PSK keys from ${cred.file}` : `certificates from ${cred.dir}`}`);
+    if (cred) rep.log("server")(`TLS ${tls.mode}: ${cred.kind === "psk" ? `PSK keys from ${cred.file}` : `certificates from ${cred.dir}`}`);
     const plan = planListeners(args, process.env, process.pid);
     const foreground =
       args.foreground || args.single || args.run !== undefined || args.exitWithParent || plan.activation || !!ready;
-    if (!foreground) return await runDaemonParent(argv);
-    return await serve(args, plan, ready, verbose, tls);
+    // The child's startup errors, relayed by the parent, go where --log says.
+    if (!foreground) return await runDaemonParent(argv, (m) => rep!.error(m));
+    return await serve(args, plan, ready, rep, tls);
   } catch (e) {
     if (ready) ready.error(e);
-    else reportError(e, verbose);
+    else if (rep) {
+      rep.error(e);
+      if (verbose && e instanceof Error && e.stack && !(e instanceof CliError)) process.stderr.write(e.stack + "\n");
+    } else reportError(e, verbose);
     return 1;
+  } finally {
+    rep?.sink.close();
   }
 }
 
@@ -101,16 +173,29 @@ interface Started {
 }
 
 /** Load, configure and start: everything up to listening. Undoes itself on failure. */
-async function start(a: CliArgs, plan: ListenerPlan, log: (m: string) => void, tls: TlsSetup): Promise<Started> {
+async function start(a: CliArgs, plan: ListenerPlan, rep: Reporting, tls: TlsSetup): Promise<Started> {
   const { plugin, filters } = await loadLayers(a);
+  // -D NAME.FLAG=N for a plugin or filter: set before its load(), as nbdkit does at dlopen.
+  const unused = new Set(rep.debug.layerFlags.keys());
+  for (const l of [plugin, ...filters]) {
+    const flags = rep.debug.layerFlags.get(l.layer.name);
+    if (!flags) continue;
+    unused.delete(l.layer.name);
+    for (const w of applyLayerFlags(l.layer.name, l.debugFlags, flags)) rep.sink.write("warning", `warning: ${w}`);
+  }
+  for (const name of unused) {
+    for (const f of rep.debug.layerFlags.get(name)!) rep.sink.write("warning", `warning: debug flag -D ${name}.${f.flag} was not used (no plugin or filter is called ${name})`);
+  }
+  const log = rep.log("backend");
   const watching = watch({
     inspect: a.inspect,
     statusPage: a.statusPage,
     write: (line) => void process.stderr.write(`${PROGRAM}: inspect: ${line}\n`),
-    log,
+    log: rep.log("server"),
   });
   // Without --inspect or --status-page no actor gets an inspect option at all.
-  const stackOpts: StackOptions = { log, error: (m) => void process.stderr.write(`${PROGRAM}: ${m}\n`) };
+  // Error lines of the stack (ServerServices.log, failed opens and requests) go to the --log sink.
+  const stackOpts: StackOptions = { log, error: (m) => rep.sink.write("error", m) };
   if (watching.inspect) stackOpts.inspect = watching.inspect;
   const stack = new Stack(plugin.layer, filters.map((f) => f.layer), stackOpts);
   const cleanups: Array<() => void> = [];
@@ -135,15 +220,7 @@ async function start(a: CliArgs, plan: ListenerPlan, log: (m: string) => void, t
     if (plan.activation) {
       for (const v of ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]) delete process.env[v];
     }
-    const opts: Parameters<typeof startServer>[1] = {
-      log,
-      listeners,
-      readonly: a.readonly,
-      threads: a.threads,
-      tls: tls.mode,
-      singleConnection: a.single,
-    };
-    if (tls.credentials) opts.tlsCredentials = tls.credentials;
+    const opts = serverOptions(a, listeners, tls, rep.log("server"));
     if (watching.inspect) opts.inspect = watching.inspect;
     const server = await startServer(stack, opts);
     try {
@@ -173,20 +250,20 @@ function runAll(fns: Array<() => void>): void {
 }
 
 /** Foreground serving until the server is done; the exit status. */
-async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | undefined, verbose: boolean, tls: TlsSetup): Promise<number> {
-  const log = (m: string) => debug(verbose, m);
+async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | undefined, rep: Reporting, tls: TlsSetup): Promise<number> {
+  const log = rep.log("server");
   // A signal while starting (the socket may already accept) is held, then honoured.
   let early: NodeJS.Signals | undefined;
   const removeEarly = onShutdownSignals((sig) => (early = sig), () => process.exit(1));
   let started: Awaited<ReturnType<typeof start>>;
   try {
-    started = await start(a, plan, log, tls);
+    started = await start(a, plan, rep, tls);
   } finally {
     removeEarly();
   }
   const { stack, server, watching, cleanups } = started;
   ready?.listening();
-  log(`listening: ${server.address.uri}`);
+  log(`listening: ${listeningUri(server.address)}`);
 
   let captive: Captive | undefined;
   let stopping = false;
@@ -194,7 +271,7 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
     if (stopping) return;
     stopping = true;
     log(`shutting down: ${why}`);
-    server.shutdown().catch((e: unknown) => process.stderr.write(errorLine(e) + "\n"));
+    server.shutdown().catch((e: unknown) => rep.error(e));
   };
   const removeSignals = onShutdownSignals(
     (sig) => {
@@ -203,7 +280,8 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
       shutdown(sig);
     },
     (sig) => {
-      process.stderr.write(errorLine(`${sig} received again: exiting without a graceful shutdown`) + "\n");
+      rep.error(`${sig} received again: exiting without a graceful shutdown`);
+      rep.sink.close();
       runAll(cleanups);
       process.exit(1);
     },
@@ -217,7 +295,7 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
     const { uri, unixSocket, port } = server.address;
     const env = captiveEnv(process.env, { uri, unixSocket, port }, a.exportName ?? "", tls.mode);
     log(`running: ${a.run}`);
-    captive = runCaptive(a.run, env, (m) => process.stderr.write(errorLine(m) + "\n"));
+    captive = runCaptive(a.run, env, (m) => rep.error(m));
     void captive.status.then(() => shutdown("the --run command exited"));
   }
 

@@ -21,7 +21,7 @@ export interface StatusPageOptions {
 }
 
 export interface StatusPage {
-  /** http://HOST:PORT/ */
+  /** http://HOST:PORT (no trailing slash: append /status.json and the like to it). */
   url: string;
   port: number;
   close(): Promise<void>;
@@ -57,7 +57,8 @@ export async function startStatusPage(model: StatusModel, opts: StatusPageOption
   const server = http.createServer((req, res) => {
     const head = req.method === "HEAD";
     if (req.method !== "GET" && !head) return send(res, 405, "text/plain", "method not allowed\n", head);
-    const path = new URL(req.url ?? "/", "http://localhost").pathname;
+    // Not new URL(req.url, base): "//status.json" would parse as a host. Repeated slashes count as one.
+    const path = new URL(`http://localhost${req.url?.startsWith("/") ? req.url : "/"}`).pathname.replace(/\/{2,}/g, "/");
     if (path === "/" || path === "/index.html") return send(res, 200, "text/html; charset=utf-8", html, head);
     if (path === "/status.json") return send(res, 200, "application/json", JSON.stringify(model.view()) + "\n", head);
     const svg = /^\/diagrams\/([a-z-]+)\.svg$/.exec(path);
@@ -91,7 +92,7 @@ export async function startStatusPage(model: StatusModel, opts: StatusPageOption
   server.on("error", () => {});
   const port = (server.address() as AddressInfo).port;
   return {
-    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}/`,
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     port,
     close: () =>
       new Promise<void>((resolve) => {

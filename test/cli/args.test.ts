@@ -53,7 +53,7 @@ describe("parseArgs: options", () => {
     const a = parseArgs(["null"]);
     expect(a).toMatchObject({
       foreground: false, readonly: false, single: false, verbose: false, exitWithParent: false,
-      threads: DEFAULT_THREADS, tls: "off", log: "stderr", filters: [], debugFlags: [],
+      threads: DEFAULT_THREADS, tls: "off", filters: [], debugFlags: [],
     });
     expect(DEFAULT_THREADS).toBe(16);
     expect(a.port).toBeUndefined();
@@ -67,7 +67,7 @@ describe("parseArgs: options", () => {
     ]);
     expect(a).toMatchObject({
       unix: "/tmp/s", ipaddr: "127.0.0.1", pidfile: "/tmp/pid", exportName: "exp", threads: 4,
-      run: "nbdinfo $uri", debugFlags: ["nbdkit.backend.datapath=0"], log: "stderr", tls: "off",
+      run: "nbdinfo $uri", debugFlags: [{ name: "nbdkit", flag: "backend.datapath", value: 0 }], log: "stderr", tls: "off",
     });
     const b = parseArgs(["--unix=/s", "--ipaddr=::1", "--pidfile=p", "--exportname=", "--threads=2", "null"]);
     expect(b).toMatchObject({ unix: "/s", ipaddr: "::1", pidfile: "p", exportName: "", threads: 2 });
@@ -89,13 +89,13 @@ describe("parseArgs: options", () => {
     const a = parseArgs(["--read-only", "--no-fork", "--export-name=e", "--ip-addr=h", "--pid-file=p", "--stdin", "--new-style", "null"]);
     expect(a).toMatchObject({ readonly: true, foreground: true, exportName: "e", ipaddr: "h", pidfile: "p", single: true });
     expect(parseArgs(["--export", "x", "null"]).exportName).toBe("x");
-    expect(parseArgs(["--debug", "a.b=1", "null"]).debugFlags).toEqual(["a.b=1"]);
+    expect(parseArgs(["--debug", "a.b=1", "null"]).debugFlags).toEqual([{ name: "a", flag: "b", value: 1 }]);
   });
 
   it("lets the last of repeated options win, across spellings", () => {
     expect(parseArgs(["-e", "a", "--export=b", "null"]).exportName).toBe("b");
     expect(parseArgs(["-4", "-6", "null"]).ipFamily).toBe(6);
-    expect(parseArgs(["-D", "a.b=1", "-D", "c.d=2", "null"]).debugFlags).toEqual(["a.b=1", "c.d=2"]);
+    expect(parseArgs(["-D", "a.b=1", "-D", "c.d=2", "null"]).debugFlags).toEqual([{ name: "a", flag: "b", value: 1 }, { name: "c", flag: "d", value: 2 }]);
   });
 
   it("parses --tls values, including nbdkit's booleans", () => {

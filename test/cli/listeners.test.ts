@@ -12,8 +12,10 @@ describe("planListeners", () => {
 
   it("honours -p, -i, -4 and -6", () => {
     expect(plan(["-p", "0", "-i", "127.0.0.1", "null"]).listeners).toEqual([{ kind: "tcp", port: 0, host: "127.0.0.1" }]);
-    expect(plan(["-4", "null"]).listeners).toEqual([{ kind: "tcp", port: 10809, host: "0.0.0.0" }]);
-    expect(plan(["-6", "null"]).listeners).toEqual([{ kind: "tcp", port: 10809, host: "::" }]);
+    expect(plan(["-4", "null"]).listeners).toEqual([{ kind: "tcp", port: 10809, host: "0.0.0.0", family: 4 }]);
+    expect(plan(["-6", "null"]).listeners).toEqual([{ kind: "tcp", port: 10809, host: "::", family: 6 }]);
+    expect(plan(["-6", "-i", "localhost", "null"]).listeners).toEqual([{ kind: "tcp", port: 10809, host: "localhost", family: 6 }]);
+    expect(plan(["--keepalive", "-p", "1", "null"]).listeners).toEqual([{ kind: "tcp", port: 1, keepalive: true }]);
   });
 
   it("uses -U SOCKET, -U - (private) and -s (stdio)", () => {

@@ -1,12 +1,15 @@
-// The committed diagrams (diagrams/ID.mmd and ID.dot) must match what
-// src/machines renders now; regenerate them with `npm run diagrams`.
-import { existsSync, readFileSync } from "node:fs";
+// The committed diagrams (diagrams/ID.mmd, ID.dot, ID.svg and README.md)
+// must match what src/machines renders now; regenerate them with `npm run
+// diagrams`. SVGs come from Graphviz's WebAssembly build, so this holds on
+// a machine without graphviz too.
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { and, createMachine, not, or } from "xstate";
 import { machines } from "../../src/machines/index.js";
 import { formatGuard, toDot, toMermaid } from "../../src/machines/render.js";
+import { diagramFiles } from "../../scripts/diagram-files.js";
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "diagrams");
 const STALE = "diagrams/ is stale: run `npm run diagrams` and commit the result";
@@ -21,6 +24,14 @@ describe("diagrams", () => {
       });
     }
   }
+
+  it("every file of diagrams/ is what `npm run diagrams` writes (SVGs and README.md included), and nothing else is there", async () => {
+    const want = await diagramFiles();
+    expect(readdirSync(dir).sort(), STALE).toEqual([...want.keys()].sort());
+    for (const [name, content] of want) {
+      expect(readFileSync(join(dir, name), "utf8"), `diagrams/${name}: ${STALE}`).toBe(content);
+    }
+  });
 
   it("rendering is deterministic", () => {
     for (const { machine } of machines) {

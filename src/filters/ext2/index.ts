@@ -3,7 +3,8 @@
 // libext2fs (the npm ext2fs package, WebAssembly). ext2file=/PATH serves
 // PATH; ext2file=exportname makes every regular file an export named by
 // its absolute path (OUTER:/PATH when the layer below lists several
-// exports).
+// exports); a name without the leading slash names the same file, as in
+// nbdkit (nbd://host/disks/disk.raw asks for "disks/disk.raw").
 //
 // One mounted filesystem (./volume.ts) per export below serves every
 // connection; it sits on a shared context of the layer below held by the
@@ -24,6 +25,15 @@ interface Ext2Handle {
   volume: Volume;
   file: FileRef;
   description: string | null;
+}
+
+/**
+ * A client's export name as a path: nbdkit takes "disks/disk.raw" (from
+ * nbd://host/disks/disk.raw, whose export name has no leading slash) as
+ * "/disks/disk.raw", and so does this filter.
+ */
+function asPath(exportName: string): string {
+  return exportName.startsWith("/") ? exportName : `/${exportName}`;
 }
 
 /** Zeroes are written in pieces of this size. */
@@ -50,7 +60,7 @@ export default function createFilter(): Filter<Ext2Handle> {
       return [...(idx.files ?? [])].map(([name, size]) => ({ name, description: `${size} bytes` }));
     },
     has(idx, inner) {
-      return idx.files?.has(inner) ?? false;
+      return idx.files?.has(asPath(inner)) ?? false;
     },
     async dispose(idx) {
       await idx.volume.unmount();
@@ -104,10 +114,11 @@ export default function createFilter(): Filter<Ext2Handle> {
       if (exportnameMode()) {
         if (a.exportName === "") throw new NbdError(NBD_EINVAL, "ext2: ext2file=exportname: the client must name a file");
         const r = await inner.resolve(a.lower, p, a.exportName);
-        if (!r.index.files?.has(r.inner)) {
-          throw new NbdError(NBD_EINVAL, `ext2: export '${a.exportName.slice(0, 256)}': no regular file '${r.inner.slice(0, 256)}' in the filesystem`);
+        path = asPath(r.inner);
+        if (!r.index.files?.has(path)) {
+          throw new NbdError(NBD_EINVAL, `ext2: export '${a.exportName.slice(0, 256)}': no regular file '${path.slice(0, 256)}' in the filesystem`);
         }
-        ({ outer, inner: path, index: idx } = r);
+        ({ outer, index: idx } = r);
       } else {
         outer = await inner.canonical(a.lower, p, a.exportName);
         path = file!;

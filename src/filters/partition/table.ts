@@ -120,9 +120,14 @@ export async function readTable(ctx: Context): Promise<PartitionTable> {
   let extended: { start: number; size: number } | null = null;
   for (const [i, e] of entries.entries()) {
     if (e.type === 0 || e.sectors === 0) continue;
-    const p = { number: i + 1, start: e.lba * SECTOR, size: e.sectors * SECTOR, description: mbrDesc(e.type, e.sectors * SECTOR) };
+    const p: Partition = { number: i + 1, start: e.lba * SECTOR, size: e.sectors * SECTOR, description: mbrDesc(e.type, e.sectors * SECTOR) };
     parts.push(place(p, disk, SECTOR));
-    if (EXTENDED.has(e.type) && !extended) extended = { start: e.lba, size: e.sectors };
+    if (EXTENDED.has(e.type)) {
+      // The extended partition only holds the logical ones (5+): it is not
+      // served, nor listed (nbdkit: "MBR partition 3 not found").
+      p.problem ??= `MBR partition ${p.number} is an extended partition (a container of the logical partitions 5 and up), not a partition to serve`;
+      if (!extended) extended = { start: e.lba, size: e.sectors };
+    }
   }
   if (extended) parts.push(...(await readLogical(ctx, disk, extended, mbrDesc)));
   return { scheme: "mbr", partitions: parts };
