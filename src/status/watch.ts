@@ -9,6 +9,7 @@ import { fanOut, type InspectFn } from "./actors.js";
 import { startStatusPage, type StatusPage } from "./http.js";
 import { StatusModel } from "./model.js";
 import { transitionLogger } from "./stderr.js";
+import { statusVersion } from "./version.js";
 import { webSocketInspect } from "./websocket.js";
 
 export type InspectTarget = { kind: "stderr" } | { kind: "ws"; url: string };
@@ -33,7 +34,7 @@ export interface Watching {
 export function watch(o: WatchOptions): Watching {
   const sockets = o.inspect.filter((t) => t.kind === "ws").map((t) => webSocketInspect(t.url));
   const stderr = o.inspect.some((t) => t.kind === "stderr") ? transitionLogger(o.write) : undefined;
-  const model = o.statusPage ? new StatusModel() : undefined;
+  const model = o.statusPage ? new StatusModel({ version: statusVersion() }) : undefined;
   let page: StatusPage | undefined;
   return {
     inspect: fanOut([stderr, ...sockets.map((s) => s.inspect), model?.inspect]),
@@ -47,6 +48,7 @@ export function watch(o: WatchOptions): Watching {
     async close() {
       await Promise.all(sockets.map((s) => s.stop()));
       await page?.close();
+      model?.detach();
     },
   };
 }
