@@ -5,7 +5,10 @@
 // GET /diagrams/ID.svg a diagram as the page draws it. The page carries
 // the view as it was when asked for, so it is complete before any event.
 // Paths are read leniently about slashes: the printed URL with
-// "/status.json" appended (http://HOST:PORT//status.json) works.
+// "/status.json" appended (http://HOST:PORT//status.json) works. Views
+// are built only when someone asks (a page load, /status.json, or while an
+// event stream is open); the model's once-a-second counter sampling for
+// rates and the sparkline is the only thing that runs unwatched.
 
 import http from "node:http";
 import type { AddressInfo } from "node:net";

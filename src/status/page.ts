@@ -51,6 +51,7 @@ tr:last-child td { border-bottom: none; }
 #sparkline { background: #fbfcfd; border: 1px solid #eef0f3; border-radius: 4px; }
 #sparkline rect.bar { fill: #4e79a7; }
 #sparkline line.base { stroke: #c9d1da; }
+#activity .axis { display: flex; justify-content: space-between; color: var(--muted); font-size: .78em; }
 #activity .now { font-size: 1.6em; font-weight: 600; font-variant-numeric: tabular-nums; }
 #activity .sub { color: var(--muted); }
 .diagrams { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
@@ -195,7 +196,7 @@ function renderConnections(v) {
     cell("read").textContent = bytes(c.bytesRead);
     cell("written").textContent = bytes(c.bytesWritten);
     cell("requests").textContent = count(c.requests);
-    cell("requests").title = c.requests === null ? "this server does not count requests" : "";
+    cell("requests").title = c.requests === null ? "this server does not count requests" : (c.requestRate ?? 0) + " requests/s";
     cell("errors").textContent = count(c.errors);
     cell("errors").classList.toggle("bad", (c.errors ?? 0) > 0);
     tr.dataset.age = String(c.age);
@@ -206,6 +207,14 @@ function renderConnections(v) {
 }
 
 const layerColor = (i) => PALETTE[i % PALETTE.length];
+
+/** A shared handle's key, LAYER:rw|ro[+tls]:EXPORT (src/backend/shared-contexts.ts), in parts. */
+function sharedKey(key) {
+  const m = /^([^:]*):([^:]*):([\s\S]*)$/.exec(key);
+  if (!m) return { layer: key, access: "", exportName: "", label: key };
+  const access = m[2].replace("ro", "read-only").replace("rw", "read-write").replace("+tls", ", TLS");
+  return { layer: m[1], access, exportName: m[3], label: m[1] + " " + exportText(m[3]) };
+}
 
 function renderLayers(v) {
   const body = $("layers").querySelector("tbody");
@@ -224,10 +233,15 @@ function renderLayers(v) {
   $("shared-empty").hidden = v.shared.length > 0;
   $("shared").hidden = v.shared.length === 0;
   v.shared.forEach((h, i) => {
+    const k = sharedKey(h.key);
     const tr = el("tr");
-    const key = el("td", "mono");
-    key.append(chip(layerColor(i)), h.key);
-    tr.append(key, el("td", "mono", h.state ?? "–"), el("td", "num", String(h.refs)));
+    tr.dataset.key = h.key;
+    const layer = el("td", "mono");
+    layer.append(chip(layerColor(i)), k.layer);
+    const ex = el("td", "mono");
+    if (k.exportName === "") ex.appendChild(el("span", "default", "(default)"));
+    else ex.textContent = k.exportName;
+    tr.append(layer, el("td", "", k.access), ex, el("td", "mono", h.state ?? "–"), el("td", "num", String(h.refs)));
     sh.appendChild(tr);
   });
 }
@@ -287,11 +301,12 @@ function marksOf(v) {
     add(l.diagram, l.state, l.name, layerColor(i), l.kind);
     for (const [s, n] of Object.entries(l.contexts)) add("context", s, l.name + " ×" + n, layerColor(i), n + " context" + (n === 1 ? "" : "s") + " of " + l.name);
   });
-  v.shared.forEach((h, i) => add(h.diagram, h.state, h.key + " (" + h.refs + " ref" + (h.refs === 1 ? "" : "s") + ")", layerColor(i), "shared handle"));
+  v.shared.forEach((h, i) => add(h.diagram, h.state, sharedKey(h.key).label + " · " + h.refs + " ref" + (h.refs === 1 ? "" : "s"), layerColor(i), "shared handle"));
   return m;
 }
 
 const MAX_BADGES = 6;
+const MAX_LEGEND = 16;
 
 /** Overlap area of two boxes {x, y, width, height}. */
 function overlap(a, b) {
@@ -373,12 +388,14 @@ function markDiagram(fig, marks) {
   const legend = fig.querySelector(".legend");
   legend.textContent = "";
   if (!marks.length) legend.appendChild(el("li", "none", "nothing in this machine now"));
-  for (const k of marks) {
+  // Many instances (a busy server): the first few, then how many more (the tables list them all).
+  for (const k of marks.slice(0, MAX_LEGEND)) {
     const li = el("li");
     li.append(chip(k.color), k.label + " ");
     li.appendChild(el("span", "st", k.state));
     legend.appendChild(li);
   }
+  if (marks.length > MAX_LEGEND) legend.appendChild(el("li", "none", "and " + (marks.length - MAX_LEGEND) + " more"));
   fig.dataset.states = [...new Set(marks.map((k) => k.state))].join(" ");
   if (!svg) return;
   for (const b of svg.querySelectorAll("g.badge")) b.remove();
@@ -484,7 +501,8 @@ export function pageHtml(parts: PageParts, initial: StatusView): string {
 <main>
 <h2>Activity</h2>
 <section class="box" id="activity">
-<svg id="sparkline" width="480" height="56" role="img" aria-label="activity per second, last minute"></svg>
+<div class="spark"><svg id="sparkline" width="480" height="56" role="img" aria-label="activity per second, last minute"></svg>
+<div class="axis"><span>60 s ago</span><span>now</span></div></div>
 <div><div class="now" id="rate-now"></div><div class="sub" id="rate-sub"></div></div>
 </section>
 <h2>Connections <span class="count">(<span id="nconn">0</span>)</span></h2>
@@ -499,7 +517,7 @@ export function pageHtml(parts: PageParts, initial: StatusView): string {
 <h2>Layers</h2>
 <section class="box">
 <table id="layers"><thead><tr><th>layer</th><th>kind</th><th>lifecycle</th><th>contexts (this layer's own)</th></tr></thead><tbody></tbody></table>
-<table id="shared"><thead><tr><th>shared handle</th><th>state</th><th class="num">references</th></tr></thead><tbody></tbody></table>
+<table id="shared"><thead><tr><th>shared handle of</th><th>access</th><th>export</th><th>state</th><th class="num">references</th></tr></thead><tbody></tbody></table>
 <p class="empty" id="shared-empty">no shared handles</p>
 </section>
 <h2>State machines</h2>

@@ -62,7 +62,8 @@ function acceptedAtOf(c: ConnectionStatus): number | undefined {
   return typeof v === "number" && Number.isFinite(v) ? v : undefined;
 }
 
-const perSec = (d: number, ms: number) => (ms > 0 ? Math.max(0, (d * 1000) / ms) : 0);
+/** A rate per second, to 0.1 (bytes/s are shown rounded; request rates may be small). */
+const perSec = (d: number, ms: number) => (ms > 0 ? Math.round(Math.max(0, (d * 1000) / ms) * 10) / 10 : 0);
 
 export class Sampler {
   /** The last two samples of each live connection, newest last. */

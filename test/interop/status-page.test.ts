@@ -221,6 +221,17 @@ describe.skipIf(!ok)("--status-page in headless Chromium", () => {
         }, 10_000),
       ).toBe(true);
       expect(await page.locator("#sparkline rect.bar").count()).toBeGreaterThanOrEqual(2);
+      // Request and error counters, where the core counts them ("–" where it does not).
+      const json = (await (await fetch(`http://127.0.0.1:${port}/status.json`)).json()) as { connections: { id: string; requests: number | null; errors: number | null }[] };
+      for (const c of json.connections) {
+        const r = await row(page, c.id);
+        if (c.requests === null) expect(r.requests).toBe("–");
+        else expect(r.requests).toMatch(/^\d+(\.\d)?[kM]?$/);
+        if (c.errors === null) expect(r.errors).toBe("–");
+        else expect(r.errors).toBe("0");
+      }
+      const unit = await page.$eval("#sparkline", (e) => (e as SVGElement).dataset.unit);
+      expect(unit).toBe(json.connections.some((c) => c.requests !== null) ? "requests" : "bytes");
       expect(await page.innerText("#rate-now")).toMatch(/\/s$/);
       const written = await page.innerText("#f-written");
       expect(written).not.toBe("0 B");
@@ -230,7 +241,9 @@ describe.skipIf(!ok)("--status-page in headless Chromium", () => {
         Object.fromEntries(trs.map((t) => [(t as HTMLElement).dataset.layer!, (t.querySelector(".contexts") as HTMLElement).innerText])),
       );
       expect(ctx).toEqual({ nofilter: "2 open", shared: "2 open", memory: "1 open" });
-      expect(await page.innerText("#shared")).toContain("memory:rw:");
+      expect(await page.$$eval("#shared tbody tr", (trs) => trs.map((t) => (t as HTMLElement).innerText.split("\t").map((x) => x.trim())))).toEqual([
+        ["memory", "read-write", "(default)", "open", "2"],
+      ]);
 
       // What a person sees, for a look (STATUS_PAGE_SCREENSHOT) and for its size.
       const shot = join(tmp, "status-page.png");
@@ -247,7 +260,7 @@ describe.skipIf(!ok)("--status-page in headless Chromium", () => {
       expect(d.context!.current).toEqual(["open"]);
       expect(d.context!.badges).toEqual(["nofilter ×2", "shared ×2", "memory ×1"]);
       expect(d["shared-handle"]!.current).toEqual(["open"]);
-      expect(d["shared-handle"]!.badges).toEqual(["memory:rw: (2 refs)"]);
+      expect(d["shared-handle"]!.badges).toEqual(["memory (default) · 2 refs"]);
       // Legible: drawn at size (the shared-handle diagram is wide), text at least 11 px, no label on another.
       expect(d["shared-handle"]!.width).toBeGreaterThanOrEqual(900);
       for (const [id, x] of Object.entries(d)) {
