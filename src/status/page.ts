@@ -425,7 +425,14 @@ function markDiagram(fig, marks) {
 
 function renderDiagrams(v) {
   const marks = marksOf(v);
-  for (const fig of document.querySelectorAll("figure.machine")) markDiagram(fig, marks[fig.dataset.diagram] ?? []);
+  for (const fig of document.querySelectorAll("figure.machine")) {
+    // Redrawn only when what it shows changed: badges stay put between updates.
+    const ms = marks[fig.dataset.diagram] ?? [];
+    const sig = JSON.stringify(ms);
+    if (fig.dataset.sig === sig) continue;
+    fig.dataset.sig = sig;
+    markDiagram(fig, ms);
+  }
 }
 
 function render(v) {

@@ -6,6 +6,7 @@
 import type { RunningServer } from "../actors/server.js";
 import type { Stack } from "../backend/stack.js";
 import { fanOut, type InspectFn } from "./actors.js";
+import { displayAddress } from "./address.js";
 import { startStatusPage, type StatusPage } from "./http.js";
 import { StatusModel } from "./model.js";
 import { transitionLogger } from "./stderr.js";
@@ -41,7 +42,7 @@ export function watch(o: WatchOptions): Watching {
     async serve(stack, server) {
       if (!model || !o.statusPage) return undefined;
       model.attach(stack, server);
-      page = await startStatusPage(model, { ...o.statusPage, title: `nbdstate ${server.address.uri}` });
+      page = await startStatusPage(model, { ...o.statusPage, title: `nbdstate ${displayAddress(server.address.uri)}` });
       o.log(`status page: ${page.url}`);
       return page;
     },

@@ -167,6 +167,7 @@ describe.skipIf(!ok)("--status-page in headless Chromium", () => {
     await p.goto(`http://127.0.0.1:${port}/`);
     const text = await p.innerText("body");
     expect(text).toContain(`nbd://127.0.0.1:${srv.port}`);
+    expect(await p.title()).toBe(`nbdstate nbd://127.0.0.1:${srv.port} status`);
     expect(text).toContain(`v${VERSION}`);
     expect(await p.innerText("#stack")).toBe("plugin memory, filters (outermost first) nofilter → shared");
     expect(await p.innerText("#f-state")).toBe("LISTENING");
@@ -356,6 +357,7 @@ describe.skipIf(!ok)("--status-page on a unix socket", () => {
       expect(view.server.address).toBe(`nbd+unix:///?socket=${encodeURIComponent(srv.sock)}`);
       expect(view.server.display).toBe(`nbd+unix:///?socket=${srv.sock}`);
       const html = await (await fetch(`http://127.0.0.1:${port}/`)).text();
+      expect(html).toContain(`<title>nbdstate nbd+unix:///?socket=${srv.sock} status</title>`);
       expect(html).toContain(JSON.stringify(`nbd+unix:///?socket=${srv.sock}`).replace(/</g, "\\u003c"));
     } finally {
       await srv.stop();
