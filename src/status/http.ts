@@ -2,7 +2,13 @@
 // the status page. GET / is the page, GET /events a server-sent event
 // stream of StatusView JSON (pushed every PERIOD_MS while it changes, and
 // THROTTLE_MS after inspection events), GET /status.json one view,
-// GET /diagrams/ID.svg a diagram. Nothing runs while nobody watches.
+// GET /diagrams/ID.svg a diagram as the page draws it. The page carries
+// the view as it was when asked for, so it is complete before any event.
+// Paths are read leniently about slashes: the printed URL with
+// "/status.json" appended (http://HOST:PORT//status.json) works. Views
+// are built only when someone asks (a page load, /status.json, or while an
+// event stream is open); the model's once-a-second counter sampling for
+// rates and the sparkline is the only thing that runs unwatched.
 
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -27,9 +33,16 @@ export interface StatusPage {
   close(): Promise<void>;
 }
 
+/** The request's path: query dropped, runs of slashes as one, no trailing slash but the root's. */
+export function pathOf(url: string | undefined): string {
+  const raw = (url ?? "/").split(/[?#]/, 1)[0]!;
+  const path = ("/" + raw).replace(/\/{2,}/g, "/").replace(/(.)\/$/, "$1");
+  return path;
+}
+
 export async function startStatusPage(model: StatusModel, opts: StatusPageOptions): Promise<StatusPage> {
-  const diagrams = loadDiagrams();
-  const html = pageHtml(diagrams, opts.title);
+  const diagrams = await loadDiagrams();
+  const parts = { diagrams, title: opts.title };
   const svgs = new Map(diagrams.filter((d) => d.svg !== undefined).map((d) => [d.id, d.svg!]));
   const clients = new Set<http.ServerResponse>();
   let last = "";
@@ -57,9 +70,8 @@ export async function startStatusPage(model: StatusModel, opts: StatusPageOption
   const server = http.createServer((req, res) => {
     const head = req.method === "HEAD";
     if (req.method !== "GET" && !head) return send(res, 405, "text/plain", "method not allowed\n", head);
-    // Not new URL(req.url, base): "//status.json" would parse as a host. Repeated slashes count as one.
-    const path = new URL(`http://localhost${req.url?.startsWith("/") ? req.url : "/"}`).pathname.replace(/\/{2,}/g, "/");
-    if (path === "/" || path === "/index.html") return send(res, 200, "text/html; charset=utf-8", html, head);
+    const path = pathOf(req.url);
+    if (path === "/" || path === "/index.html") return send(res, 200, "text/html; charset=utf-8", pageHtml(parts, model.view()), head);
     if (path === "/status.json") return send(res, 200, "application/json", JSON.stringify(model.view()) + "\n", head);
     const svg = /^\/diagrams\/([a-z-]+)\.svg$/.exec(path);
     if (svg && svgs.has(svg[1]!)) return send(res, 200, "image/svg+xml", svgs.get(svg[1]!)!, head);

@@ -1,126 +1,485 @@
-// The status page: one HTML document with every machine's diagram inlined
-// (as <template>s, cloned per card) and a small script that listens to
-// /events (server-sent events, one JSON StatusView per message) and marks
-// the current state of each card: Graphviz draws each state as
-// <g class="node"><title>STATE</title>...</g>, which gets class "current".
-// No external resources: the page works offline.
+// The status page: one HTML document, no external resources (it works
+// offline). The server writes the first StatusView into the page, so it
+// is complete before any event arrives; a small script renders it and
+// then every view from /events (server-sent events). Each machine's diagram
+// appears once; every instance in that machine (the server, each
+// connection, each layer, each layer's contexts, each shared handle) is a
+// coloured badge on the state it is in. Graphviz draws each state as
+// <g class="node"><title>STATE</title>...</g>: the script finds nodes by
+// that title.
 
 import type { Diagram } from "./diagrams.js";
+import type { StatusView } from "./model.js";
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
+/** JSON safe inside <script>: no "</script>", no "<!--". */
+const scriptJson = (v: unknown) => JSON.stringify(v).replace(/</g, "\\u003c").replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029");
+
 const CSS = `
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1em 2em; color: #222; background: #fafafa; }
-h1 { font-size: 1.4em; margin: 0 0 .2em; }
-h2 { font-size: 1.1em; margin: 1.4em 0 .4em; border-bottom: 1px solid #ccc; }
-#meta { color: #555; }
-#meta.offline { color: #b00020; }
-.cards { display: flex; flex-wrap: wrap; gap: 1em; }
-.card { background: #fff; border: 1px solid #ccc; border-radius: 6px; padding: .6em .8em; max-width: 100%; }
-.card h3 { font-size: 1em; margin: 0 0 .3em; }
-.card dl { display: grid; grid-template-columns: max-content 1fr; gap: 0 1em; margin: 0 0 .4em; }
-.card dt { color: #666; } .card dd { margin: 0; font-family: ui-monospace, monospace; }
-.card .state { font-weight: bold; }
-.diagram svg { max-width: 100%; height: auto; }
-.diagram pre { font-size: 11px; max-height: 20em; overflow: auto; }
-g.node.current path, g.node.current ellipse, g.node.current polygon { fill: #ffd54f; stroke: #e65100; stroke-width: 2.5px; }
-g.node.current text { font-weight: bold; }
-.empty, .cards.none::after { color: #777; font-style: italic; }
-.cards.none::after { content: "none"; }
+:root { --muted: #5f6368; --line: #d7dbe0; --bg: #f6f7f9; --card: #fff; --bad: #b3261e; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 0; color: #1f2328; background: var(--bg); }
+header { background: #1f2a37; color: #f3f4f6; padding: .8em 1.5em; }
+header h1 { font-size: 1.25em; margin: 0; font-weight: 600; }
+header h1 .version { font-weight: 400; color: #b6c2cf; font-size: .85em; margin-left: .4em; }
+header .address { font: 1.15em ui-monospace, monospace; margin: .25em 0; color: #fff; word-break: break-all; }
+header .stack { color: #cfd8e3; }
+header .stack b { color: #fff; font-weight: 600; }
+header .facts { display: flex; flex-wrap: wrap; gap: .3em 1.6em; margin: .5em 0 0; }
+header .facts div { display: flex; gap: .4em; align-items: baseline; }
+header .facts dt { color: #9fb0c2; }
+header .facts dd { margin: 0; font-variant-numeric: tabular-nums; font-weight: 600; }
+header .facts dd.bad { color: #ffb4ab; }
+#meta { color: #9fb0c2; font-size: .9em; margin: .3em 0 0; }
+#meta.offline { color: #ffb4ab; font-weight: 600; }
+main { padding: .2em 1.5em 2em; }
+h2 { font-size: 1.05em; margin: 1.2em 0 .5em; color: #30363d; }
+h2 .count { color: var(--muted); font-weight: 400; }
+section.box { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .6em .9em; }
+table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
+th { text-align: left; font-weight: 600; color: var(--muted); font-size: .85em; border-bottom: 1px solid var(--line); padding: .25em .6em; white-space: nowrap; }
+td { padding: .3em .6em; border-bottom: 1px solid #eef0f3; white-space: nowrap; }
+td.num, th.num { text-align: right; }
+td.mono { font-family: ui-monospace, monospace; }
+td.bad { color: var(--bad); font-weight: 600; }
+td .default { color: var(--muted); font-style: italic; }
+tr:last-child td { border-bottom: none; }
+.empty { color: var(--muted); font-style: italic; padding: .3em .6em; }
+.chip { display: inline-block; width: .8em; height: .8em; border-radius: 3px; margin-right: .45em; vertical-align: -1px; }
+#activity { display: flex; align-items: center; gap: 1.2em; flex-wrap: wrap; }
+#sparkline { background: #fbfcfd; border: 1px solid #eef0f3; border-radius: 4px; }
+#sparkline rect.bar { fill: #4e79a7; }
+#sparkline line.base { stroke: #c9d1da; }
+#activity .axis { display: flex; justify-content: space-between; color: var(--muted); font-size: .78em; }
+#activity .now { font-size: 1.6em; font-weight: 600; font-variant-numeric: tabular-nums; }
+#activity .sub { color: var(--muted); }
+.diagrams { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+figure.machine { margin: 0; background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .6em .9em; max-width: 100%; }
+figure.machine h3 { margin: 0; font-size: 1em; }
+figure.machine h3 code { color: var(--muted); font-weight: 400; font-size: .9em; margin-left: .4em; }
+figure.machine .summary { margin: .15em 0 .4em; color: var(--muted); font-size: .92em; }
+/* Text wraps to the diagram's width instead of widening the card. */
+figure.machine .summary, figure.machine .legend { width: 0; min-width: 100%; }
+figure.machine .legend { list-style: none; padding: 0; margin: 0 0 .4em; display: flex; flex-wrap: wrap; gap: .2em 1.2em; }
+figure.machine .legend li { white-space: nowrap; }
+figure.machine .legend .st { font-family: ui-monospace, monospace; font-weight: 600; }
+figure.machine .legend li.none { color: var(--muted); font-style: italic; }
+.svgbox { overflow-x: auto; max-width: 100%; }
+.svgbox svg { display: block; max-width: none; }
+.svgbox pre { font-size: 12px; max-height: 24em; overflow: auto; }
+/* The current state: amber with a dark outline; which instances are there, the badges say. */
+g.node.current path, g.node.current polygon, g.node.current ellipse { fill: #ffd666; stroke: #7a4f00; stroke-width: 2.5px; }
+g.badge text { font: 600 11px system-ui, sans-serif; fill: #fff; }
 `;
 
 // Client side: plain DOM, no libraries. Text goes in with textContent only.
-const SCRIPT = `
+const SCRIPT = String.raw`
 "use strict";
-const cards = new Map();
-const SECTIONS = ["server", "layers", "shared", "contexts", "connections"];
+const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#9c755f", "#76b7b2", "#d37295"];
+const SVGNS = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
 
-function makeCard(section, key, diagram) {
-  const el = document.createElement("div");
-  el.className = "card " + section;
-  el.dataset.key = key;
-  el.innerHTML = "<h3></h3><dl></dl><div class=diagram></div>";
-  setDiagram(el, diagram);
-  document.getElementById(section).appendChild(el);
-  cards.set(key, el);
-  return el;
+function bytes(n) {
+  if (n < 1024) return Math.round(n) + " B";
+  const u = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+  let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < u.length - 1);
+  return (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)) + " " + u[i];
+}
+const rate = (n) => bytes(n) + "/s";
+function count(n) {
+  if (n === null || n === undefined) return "–";
+  return n >= 1e6 ? (n / 1e6).toFixed(1) + "M" : n >= 1e4 ? (n / 1e3).toFixed(1) + "k" : String(n);
+}
+function duration(s) {
+  s = Math.max(0, Math.floor(s));
+  const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60, x = s % 60;
+  const p = (v) => String(v).padStart(2, "0");
+  if (d) return d + "d " + p(h) + "h";
+  if (h) return h + "h " + p(m) + "m";
+  if (m) return m + "m " + p(x) + "s";
+  return x + "s";
+}
+const exportText = (name) => (name === null ? "–" : name === "" ? "(default)" : name);
+/** conn-N -> a colour that stays the same for the connection's life. */
+function connColor(id) {
+  const n = Number(/(\d+)$/.exec(id)?.[1] ?? 0);
+  return PALETTE[(n + PALETTE.length - 1) % PALETTE.length];
+}
+const chip = (color) => {
+  const c = el("span", "chip");
+  c.style.background = color;
+  return c;
+};
+
+// ---- header and tables
+
+let view = null;
+let received = 0;
+
+function renderHeader(v) {
+  $("version").textContent = v.version ? "v" + v.version : "";
+  $("address").textContent = v.server.display || v.server.address || "–";
+  const stack = $("stack");
+  stack.textContent = "";
+  const filters = v.layers.filter((l) => l.kind === "filter").map((l) => l.name);
+  const plugin = v.layers.find((l) => l.kind === "plugin");
+  stack.append("plugin ");
+  stack.append(el("b", "", plugin ? plugin.name : "?"));
+  if (filters.length) {
+    stack.append(", filters (outermost first) ");
+    stack.append(el("b", "", filters.join(" → ")));
+  } else stack.append(", no filters");
+  $("f-state").textContent = v.server.state ?? "–";
+  $("f-conns").textContent = v.server.connections + " now, " + v.totals.connections + " since start";
+  $("f-requests").textContent = count(v.totals.requests);
+  const errs = $("f-errors");
+  errs.textContent = count(v.totals.errors);
+  errs.classList.toggle("bad", (v.totals.errors ?? 0) > 0);
+  $("f-read").textContent = bytes(v.totals.bytesRead);
+  $("f-written").textContent = bytes(v.totals.bytesWritten);
+  tick();
 }
 
-function setDiagram(el, diagram) {
-  if (el.dataset.diagram === diagram) return;
-  el.dataset.diagram = diagram;
-  const box = el.querySelector(".diagram");
-  box.textContent = "";
-  const t = document.getElementById("diagram-" + diagram);
-  if (t) box.appendChild(t.content.cloneNode(true));
-}
-
-function fields(el, title, pairs, states) {
-  el.querySelector("h3").textContent = title;
-  const dl = el.querySelector("dl");
-  dl.textContent = "";
-  for (const [k, v] of pairs) {
-    const dt = document.createElement("dt");
-    const dd = document.createElement("dd");
-    dt.textContent = k;
-    dd.textContent = v === null || v === undefined ? "-" : String(v);
-    if (k === "state") dd.className = "state";
-    dl.append(dt, dd);
+/** Uptime and age tick between updates: the view's seconds plus the time since it arrived. */
+function tick() {
+  if (!view) return;
+  const extra = (Date.now() - received) / 1000;
+  $("f-uptime").textContent = duration(view.uptime + extra);
+  for (const tr of document.querySelectorAll("#connections tbody tr[data-age]")) {
+    tr.querySelector(".age").textContent = duration(Number(tr.dataset.age) + extra);
   }
-  el.dataset.state = states.join(" ");
-  for (const g of el.querySelectorAll("g.node")) {
-    const t = g.querySelector("title");
-    g.classList.toggle("current", !!t && states.includes(t.textContent));
+}
+
+const CONN_COLUMNS = ["id", "client", "export", "state", "inflight", "readRate", "writeRate", "read", "written", "requests", "errors", "age"];
+
+function renderConnections(v) {
+  const body = $("connections").querySelector("tbody");
+  const rows = new Map([...body.querySelectorAll("tr[data-id]")].map((tr) => [tr.dataset.id, tr]));
+  $("nconn").textContent = String(v.connections.length);
+  $("connections-empty").hidden = v.connections.length > 0;
+  $("connections").hidden = v.connections.length === 0;
+  for (const c of v.connections) {
+    let tr = rows.get(c.id);
+    rows.delete(c.id);
+    if (!tr) {
+      tr = el("tr");
+      tr.dataset.id = c.id;
+      for (const k of CONN_COLUMNS) {
+        const td = el("td", k);
+        if (["inflight", "readRate", "writeRate", "read", "written", "requests", "errors", "age"].includes(k)) td.classList.add("num");
+        if (k === "id" || k === "client" || k === "export") td.classList.add("mono");
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    const cell = (k) => tr.querySelector("td." + k);
+    const id = cell("id");
+    id.textContent = "";
+    id.append(chip(connColor(c.id)), c.id);
+    cell("client").textContent = c.remote;
+    const ex = cell("export");
+    ex.textContent = "";
+    if (c.exportName === "") ex.appendChild(el("span", "default", "(default)"));
+    else ex.textContent = exportText(c.exportName);
+    cell("state").textContent = c.diagram + ": " + (c.state ?? c.phase);
+    cell("inflight").textContent = String(c.inFlight);
+    cell("readRate").textContent = rate(c.readRate);
+    cell("writeRate").textContent = rate(c.writeRate);
+    cell("read").textContent = bytes(c.bytesRead);
+    cell("written").textContent = bytes(c.bytesWritten);
+    cell("requests").textContent = count(c.requests);
+    cell("requests").title = c.requests === null ? "this server does not count requests" : (c.requestRate ?? 0) + " requests/s";
+    cell("errors").textContent = count(c.errors);
+    cell("errors").classList.toggle("bad", (c.errors ?? 0) > 0);
+    tr.dataset.age = String(c.age);
+    tr.dataset.state = c.state ?? "";
+    tr.dataset.diagram = c.diagram;
+  }
+  for (const tr of rows.values()) tr.remove();
+}
+
+const layerColor = (i) => PALETTE[i % PALETTE.length];
+
+/** A shared handle's key, LAYER:rw|ro[+tls]:EXPORT (src/backend/shared-contexts.ts), in parts. */
+function sharedKey(key) {
+  const m = /^([^:]*):([^:]*):([\s\S]*)$/.exec(key);
+  if (!m) return { layer: key, access: "", exportName: "", label: key };
+  const access = m[2].replace("ro", "read-only").replace("rw", "read-write").replace("+tls", ", TLS");
+  return { layer: m[1], access, exportName: m[3], label: m[1] + " " + exportText(m[3]) };
+}
+
+function renderLayers(v) {
+  const body = $("layers").querySelector("tbody");
+  body.textContent = "";
+  v.layers.forEach((l, i) => {
+    const tr = el("tr");
+    tr.dataset.layer = l.name;
+    const name = el("td", "mono");
+    name.append(chip(layerColor(i)), l.name);
+    const ctx = Object.entries(l.contexts).map(([s, n]) => n + " " + s).join(", ");
+    tr.append(name, el("td", "", l.kind), el("td", "mono state", l.state ?? "–"), el("td", "contexts", ctx || "none"));
+    body.appendChild(tr);
+  });
+  const sh = $("shared").querySelector("tbody");
+  sh.textContent = "";
+  $("shared-empty").hidden = v.shared.length > 0;
+  $("shared").hidden = v.shared.length === 0;
+  v.shared.forEach((h, i) => {
+    const k = sharedKey(h.key);
+    const tr = el("tr");
+    tr.dataset.key = h.key;
+    const layer = el("td", "mono");
+    layer.append(chip(layerColor(i)), k.layer);
+    const ex = el("td", "mono");
+    if (k.exportName === "") ex.appendChild(el("span", "default", "(default)"));
+    else ex.textContent = k.exportName;
+    tr.append(layer, el("td", "", k.access), ex, el("td", "mono", h.state ?? "–"), el("td", "num", String(h.refs)));
+    sh.appendChild(tr);
+  });
+}
+
+// ---- sparkline
+
+function renderActivity(v) {
+  const a = v.activity;
+  const svg = $("sparkline");
+  const W = Number(svg.getAttribute("width")), H = Number(svg.getAttribute("height"));
+  const slots = 60, bw = W / slots;
+  const pts = a.perSecond.slice(-slots);
+  const max = Math.max(1, ...pts);
+  svg.textContent = "";
+  pts.forEach((p, i) => {
+    const h = p > 0 ? Math.max(1.5, (p / max) * (H - 4)) : 0;
+    const r = document.createElementNS(SVGNS, "rect");
+    r.setAttribute("class", "bar");
+    r.setAttribute("x", String(W - (pts.length - i) * bw + 0.5));
+    r.setAttribute("y", String(H - 1 - h));
+    r.setAttribute("width", String(Math.max(1, bw - 1)));
+    r.setAttribute("height", String(h));
+    const t = document.createElementNS(SVGNS, "title");
+    t.textContent = (pts.length - i) + " s ago: " + fmtRate(a.unit, p);
+    r.appendChild(t);
+    svg.appendChild(r);
+  });
+  const base = document.createElementNS(SVGNS, "line");
+  base.setAttribute("class", "base");
+  base.setAttribute("x1", "0"); base.setAttribute("x2", String(W));
+  base.setAttribute("y1", String(H - 0.5)); base.setAttribute("y2", String(H - 0.5));
+  svg.appendChild(base);
+  svg.dataset.points = String(pts.length);
+  svg.dataset.max = String(Math.max(0, ...pts));
+  svg.dataset.unit = a.unit;
+  const last = pts.length ? pts[pts.length - 1] : 0;
+  $("rate-now").textContent = fmtRate(a.unit, last);
+  $("rate-sub").textContent = (a.unit === "requests" ? "requests" : "bytes read + written") +
+    " per second, server-wide, last " + Math.min(slots, pts.length) + " s; peak " + fmtRate(a.unit, Math.max(0, ...pts));
+}
+const fmtRate = (unit, p) => (unit === "requests" ? (p >= 100 ? p.toFixed(0) : p.toFixed(1)) + " req/s" : rate(p));
+
+// ---- diagrams: one per machine, instances as badges on their states
+
+/** A state value ("a.b", "a|b" for parallel regions) -> the node titles Graphviz gave it ("a__b"). */
+const nodeTitles = (state) => state.split("|").map((s) => s.replace(/\./g, "__"));
+
+function marksOf(v) {
+  const m = {};
+  const add = (diagram, state, label, color, detail) => {
+    if (state === null || state === undefined) return;
+    (m[diagram] ??= []).push({ state, label, color, detail });
+  };
+  add(v.server.diagram, v.server.state, "server", PALETTE[0], "the server");
+  for (const c of v.connections) add(c.diagram, c.state, c.id, connColor(c.id), c.remote);
+  v.layers.forEach((l, i) => {
+    add(l.diagram, l.state, l.name, layerColor(i), l.kind);
+    for (const [s, n] of Object.entries(l.contexts)) add("context", s, l.name + " ×" + n, layerColor(i), n + " context" + (n === 1 ? "" : "s") + " of " + l.name);
+  });
+  v.shared.forEach((h, i) => add(h.diagram, h.state, sharedKey(h.key).label + " · " + h.refs + " ref" + (h.refs === 1 ? "" : "s"), layerColor(i), "shared handle"));
+  return m;
+}
+
+const MAX_BADGES = 6;
+const MAX_LEGEND = 16;
+
+/** Overlap area of two boxes {x, y, width, height}. */
+function overlap(a, b) {
+  const w = Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x);
+  const h = Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y);
+  return w > 0 && h > 0 ? w * h : 0;
+}
+
+/**
+ * Badges for one node: rows of coloured labels (the rest as "+N"), placed
+ * above, below, right or left of the node, wherever they cover the least
+ * text and fewest states, kept inside the drawing.
+ */
+function placeBadges(root, node, ms, obstacles, bounds) {
+  const shown = ms.length > MAX_BADGES ? ms.slice(0, MAX_BADGES - 1) : ms;
+  const items = shown.map((k) => ({ text: k.label, color: k.color }));
+  if (ms.length > shown.length) items.push({ text: "+" + (ms.length - shown.length), color: "#5f6368" });
+  const group = document.createElementNS(SVGNS, "g");
+  group.setAttribute("class", "badge");
+  root.appendChild(group);
+  for (const it of items) {
+    const t = document.createElementNS(SVGNS, "text");
+    t.textContent = it.text;
+    group.appendChild(t);
+    it.t = t;
+    it.w = t.getComputedTextLength() + 8;
+  }
+  const box = node.getBBox();
+  const H = 14, GAP = 3;
+  /** Items in rows no wider than maxRow (0: one per row). */
+  const wrap = (maxRow) => {
+    const rows = [[]];
+    let rowW = 0;
+    for (const it of items) {
+      if (rows[rows.length - 1].length && rowW + it.w > maxRow) { rows.push([]); rowW = 0; }
+      rows[rows.length - 1].push(it);
+      rowW += it.w + GAP;
+    }
+    const widths = rows.map((r) => r.reduce((a, it) => a + it.w + GAP, -GAP));
+    return { rows, widths, W: Math.max(...widths), BH: rows.length * (H + GAP) - GAP };
+  };
+  const wide = wrap(Math.max(box.width, 160)), tall = wrap(0);
+  const cx = box.x + box.width / 2, cy = box.y + box.height / 2;
+  const candidates = [
+    { l: wide, x: cx - wide.W / 2, y: box.y - wide.BH - 3 },
+    { l: wide, x: cx - wide.W / 2, y: box.y + box.height + 3 },
+    { l: tall, x: box.x + box.width + 4, y: cy - tall.BH / 2 },
+    { l: tall, x: box.x - tall.W - 4, y: cy - tall.BH / 2 },
+  ].map((c) => ({
+    l: c.l,
+    x: Math.min(Math.max(c.x, bounds.x + 1), bounds.x + bounds.width - c.l.W - 1),
+    y: Math.min(Math.max(c.y, bounds.y + 1), bounds.y + bounds.height - c.l.BH - 1),
+  }));
+  let best = candidates[0], bestScore = Infinity;
+  for (const c of candidates) {
+    const r = { x: c.x, y: c.y, width: c.l.W, height: c.l.BH };
+    const score = obstacles.reduce((a, o) => a + overlap(r, o) * o.weight, 0);
+    if (score < bestScore - 0.5) { best = c; bestScore = score; }
+  }
+  const { rows, widths, W, BH } = best.l;
+  rows.forEach((row, i) => {
+    let x = best.x + (W - widths[i]) / 2;
+    const y = best.y + i * (H + GAP);
+    for (const it of row) {
+      const r = document.createElementNS(SVGNS, "rect");
+      r.setAttribute("x", String(x)); r.setAttribute("y", String(y));
+      r.setAttribute("width", String(it.w)); r.setAttribute("height", String(H)); r.setAttribute("rx", "4");
+      r.setAttribute("fill", it.color);
+      group.insertBefore(r, it.t);
+      it.t.setAttribute("x", String(x + 4)); it.t.setAttribute("y", String(y + H - 3.5));
+      x += it.w + GAP;
+    }
+  });
+  obstacles.push({ x: best.x, y: best.y, width: W, height: BH, weight: 4 });
+}
+
+function markDiagram(fig, marks) {
+  const svg = fig.querySelector("svg");
+  const legend = fig.querySelector(".legend");
+  legend.textContent = "";
+  if (!marks.length) legend.appendChild(el("li", "none", "nothing in this machine now"));
+  // Many instances (a busy server): the first few, then how many more (the tables list them all).
+  for (const k of marks.slice(0, MAX_LEGEND)) {
+    const li = el("li");
+    li.append(chip(k.color), k.label + " ");
+    li.appendChild(el("span", "st", k.state));
+    legend.appendChild(li);
+  }
+  if (marks.length > MAX_LEGEND) legend.appendChild(el("li", "none", "and " + (marks.length - MAX_LEGEND) + " more"));
+  fig.dataset.states = [...new Set(marks.map((k) => k.state))].join(" ");
+  if (!svg) return;
+  for (const b of svg.querySelectorAll("g.badge")) b.remove();
+  const byNode = new Map();
+  for (const g of svg.querySelectorAll("g.node")) {
+    g.classList.remove("current");
+    const t = g.querySelector(":scope > title");
+    if (t) byNode.set(t.textContent, { g, marks: [] });
+  }
+  for (const k of marks) for (const t of nodeTitles(k.state)) byNode.get(t)?.marks.push(k);
+  const root = svg.querySelector("g.graph") || svg;
+  const marked = [...byNode.values()].filter((n) => n.marks.length);
+  if (!marked.length) return;
+  // What badges should not cover: labels and states most, edges' lines a little.
+  const obstacles = [];
+  for (const t of svg.querySelectorAll("g.node text, g.edge text")) obstacles.push(Object.assign(t.getBBox(), { weight: 3 }));
+  for (const g of svg.querySelectorAll("g.node")) obstacles.push(Object.assign(g.getBBox(), { weight: 2 }));
+  // The whole drawing (padding included) in the graph's coordinates: the viewBox less Graphviz's translate.
+  const vb = svg.viewBox.baseVal;
+  const tr = /translate\(([-\d.]+)[ ,]+([-\d.]+)\)/.exec(root.getAttribute("transform") || "");
+  const bounds = vb && vb.width ? { x: vb.x - (tr ? Number(tr[1]) : 0), y: vb.y - (tr ? Number(tr[2]) : 0), width: vb.width, height: vb.height } : root.getBBox();
+  for (const { g, marks: ms } of marked) {
+    g.classList.add("current");
+    placeBadges(root, g, ms, obstacles, bounds);
+  }
+}
+
+function renderDiagrams(v) {
+  const marks = marksOf(v);
+  for (const fig of document.querySelectorAll("figure.machine")) {
+    // Redrawn only when what it shows changed: badges stay put between updates.
+    const ms = marks[fig.dataset.diagram] ?? [];
+    const sig = JSON.stringify(ms);
+    if (fig.dataset.sig === sig) continue;
+    fig.dataset.sig = sig;
+    markDiagram(fig, ms);
   }
 }
 
 function render(v) {
-  const seen = new Set();
-  const put = (section, key, diagram, title, pairs, states) => {
-    seen.add(key);
-    const el = cards.get(key) || makeCard(section, key, diagram);
-    setDiagram(el, diagram);
-    fields(el, title, pairs, states.filter((s) => s !== null));
-  };
-  const s = v.server;
-  put("server", "server", s.diagram, "server", [["state", s.state], ["address", s.address], ["connections", s.connections]], [s.state]);
-  for (const l of v.layers) put("layers", "layer:" + l.name, l.diagram, l.kind + " " + l.name, [["state", l.state]], [l.state]);
-  for (const h of v.shared) put("shared", "shared:" + h.key, h.diagram, h.key, [["state", h.state], ["refs", h.refs]], [h.state]);
-  const counts = Object.entries(v.contexts.counts);
-  put("contexts", "contexts", v.contexts.diagram, "open contexts",
-    counts.length ? counts.map(([k, n]) => [k, n]) : [["none", 0]], counts.map(([k]) => k));
-  for (const c of v.connections) {
-    put("connections", "conn:" + c.id, c.diagram, c.id, [
-      ["client", c.remote], ["export", c.exportName], ["phase", c.phase], ["state", c.state],
-      ["in flight", c.inFlight], ["bytes read", c.bytesRead], ["bytes written", c.bytesWritten],
-    ], [c.state]);
-  }
-  for (const [key, el] of cards) if (!seen.has(key)) { el.remove(); cards.delete(key); }
-  for (const sec of SECTIONS) {
-    const box = document.getElementById(sec);
-    box.classList.toggle("none", box.children.length === 0);
-  }
-  document.getElementById("nconn").textContent = String(v.connections.length);
-  const meta = document.getElementById("meta");
-  meta.className = "";
-  meta.textContent = "live, updated " + new Date().toLocaleTimeString();
+  view = v;
+  received = Date.now();
+  renderHeader(v);
+  renderActivity(v);
+  renderConnections(v);
+  renderLayers(v);
+  renderDiagrams(v);
 }
 
+render(JSON.parse($("initial").textContent));
+$("meta").textContent = "snapshot at page load; connecting for live updates…";
+setInterval(tick, 1000);
 const es = new EventSource("events");
-es.onmessage = (m) => render(JSON.parse(m.data));
+es.onmessage = (m) => {
+  render(JSON.parse(m.data));
+  const meta = $("meta");
+  meta.className = "";
+  meta.textContent = "live · updated " + new Date().toLocaleTimeString();
+};
 es.onerror = () => {
-  const meta = document.getElementById("meta");
+  const meta = $("meta");
   meta.className = "offline";
-  meta.textContent = "disconnected from the server (retrying)";
+  meta.textContent = "disconnected from the server (retrying); showing the last update";
 };
 `;
 
-function template(d: Diagram): string {
+function figure(d: Diagram): string {
   const body = d.svg ?? (d.mermaid !== undefined ? `<pre>${esc(d.mermaid)}</pre>` : `<p class="empty">no diagram</p>`);
-  return `<template id="diagram-${esc(d.id)}" title="${esc(d.summary)}">${body}</template>`;
+  return `<figure class="machine" data-diagram="${esc(d.id)}" id="machine-${esc(d.id)}">
+<h3>${esc(d.id)}<code>${esc(d.machine)}</code></h3>
+<p class="summary">${esc(d.summary)}</p>
+<ul class="legend"></ul>
+<div class="svgbox">${body}</div>
+</figure>`;
 }
 
-export function pageHtml(diagrams: Diagram[], title = "nbdstate"): string {
+export interface PageParts {
+  diagrams: Diagram[];
+  title?: string;
+}
+
+/** The page, with `initial` (the view when it was asked for) written into it. */
+export function pageHtml(parts: PageParts, initial: StatusView): string {
+  const title = parts.title ?? "nbdstate";
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -131,19 +490,49 @@ export function pageHtml(diagrams: Diagram[], title = "nbdstate"): string {
 <style>${CSS}</style>
 </head>
 <body>
-<h1>${esc(title)} status</h1>
-<p id="meta">connecting...</p>
-<h2>Server</h2>
-<div class="cards" id="server"></div>
-<h2>Connections (<span id="nconn">0</span>)</h2>
-<div class="cards" id="connections"></div>
-<h2>Backend layers (lifecycle)</h2>
-<div class="cards" id="layers"></div>
-<h2>Shared handles</h2>
-<div class="cards" id="shared"></div>
-<h2>Contexts</h2>
-<div class="cards" id="contexts"></div>
-${diagrams.map(template).join("\n")}
+<header>
+<h1>nbdstate<span class="version" id="version"></span></h1>
+<div class="address" id="address"></div>
+<div class="stack" id="stack"></div>
+<dl class="facts">
+<div><dt>state</dt><dd id="f-state"></dd></div>
+<div><dt>uptime</dt><dd id="f-uptime"></dd></div>
+<div><dt>connections</dt><dd id="f-conns"></dd></div>
+<div><dt>requests</dt><dd id="f-requests"></dd></div>
+<div><dt>errors</dt><dd id="f-errors"></dd></div>
+<div><dt>read</dt><dd id="f-read"></dd></div>
+<div><dt>written</dt><dd id="f-written"></dd></div>
+</dl>
+<p id="meta">connecting…</p>
+</header>
+<main>
+<h2>Activity</h2>
+<section class="box" id="activity">
+<div class="spark"><svg id="sparkline" width="480" height="56" role="img" aria-label="activity per second, last minute"></svg>
+<div class="axis"><span>60 s ago</span><span>now</span></div></div>
+<div><div class="now" id="rate-now"></div><div class="sub" id="rate-sub"></div></div>
+</section>
+<h2>Connections <span class="count">(<span id="nconn">0</span>)</span></h2>
+<section class="box">
+<table id="connections"><thead><tr>
+<th>id</th><th>client</th><th>export</th><th>machine: state</th><th class="num">in flight</th>
+<th class="num">read/s</th><th class="num">write/s</th><th class="num">read</th><th class="num">written</th>
+<th class="num">requests</th><th class="num">errors</th><th class="num">age</th>
+</tr></thead><tbody></tbody></table>
+<p class="empty" id="connections-empty">no connections</p>
+</section>
+<h2>Layers</h2>
+<section class="box">
+<table id="layers"><thead><tr><th>layer</th><th>kind</th><th>lifecycle</th><th>contexts (this layer's own)</th></tr></thead><tbody></tbody></table>
+<table id="shared"><thead><tr><th>shared handle of</th><th>access</th><th>export</th><th>state</th><th class="num">references</th></tr></thead><tbody></tbody></table>
+<p class="empty" id="shared-empty">no shared handles</p>
+</section>
+<h2>State machines</h2>
+<div class="diagrams">
+${parts.diagrams.map(figure).join("\n")}
+</div>
+</main>
+<script type="application/json" id="initial">${scriptJson(initial)}</script>
 <script>${SCRIPT}</script>
 </body>
 </html>

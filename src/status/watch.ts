@@ -6,9 +6,11 @@
 import type { RunningServer } from "../actors/server.js";
 import type { Stack } from "../backend/stack.js";
 import { fanOut, type InspectFn } from "./actors.js";
+import { displayAddress } from "./address.js";
 import { startStatusPage, type StatusPage } from "./http.js";
 import { StatusModel } from "./model.js";
 import { transitionLogger } from "./stderr.js";
+import { statusVersion } from "./version.js";
 import { webSocketInspect } from "./websocket.js";
 
 export type InspectTarget = { kind: "stderr" } | { kind: "ws"; url: string };
@@ -33,20 +35,21 @@ export interface Watching {
 export function watch(o: WatchOptions): Watching {
   const sockets = o.inspect.filter((t) => t.kind === "ws").map((t) => webSocketInspect(t.url));
   const stderr = o.inspect.some((t) => t.kind === "stderr") ? transitionLogger(o.write) : undefined;
-  const model = o.statusPage ? new StatusModel() : undefined;
+  const model = o.statusPage ? new StatusModel({ version: statusVersion() }) : undefined;
   let page: StatusPage | undefined;
   return {
     inspect: fanOut([stderr, ...sockets.map((s) => s.inspect), model?.inspect]),
     async serve(stack, server) {
       if (!model || !o.statusPage) return undefined;
       model.attach(stack, server);
-      page = await startStatusPage(model, { ...o.statusPage, title: `nbdstate ${server.address.uri}` });
+      page = await startStatusPage(model, { ...o.statusPage, title: `nbdstate ${displayAddress(server.address.uri)}` });
       o.log(`status page: ${page.url}`);
       return page;
     },
     async close() {
       await Promise.all(sockets.map((s) => s.stop()));
       await page?.close();
+      model?.detach();
     },
   };
 }
