@@ -2,6 +2,7 @@
 // tests. Add new machines here; `npm run diagrams` regenerates diagrams/.
 import type { AnyStateMachine } from "xstate";
 import { backendLifecycleMachine } from "./backend-lifecycle.js";
+import { connectionMachine } from "./connection.js";
 import { contextMachine } from "./context.js";
 import { handshakeMachine } from "./handshake.js";
 import { optionsMachine } from "./options.js";
@@ -26,6 +27,13 @@ export const machines: MachineEntry[] = [
       "finishes; SHUTDOWN stops accepting, tells every connection to drain, and stops when none is left.",
   },
   {
+    id: "connection",
+    machine: connectionMachine,
+    summary:
+      "One client from accept to close: preconnect, then the handshake, options and transmission " +
+      "machines in turn, then its teardown (the export finalized and closed, what was written flushed).",
+  },
+  {
     id: "handshake",
     machine: handshakeMachine,
     summary:
@@ -36,23 +44,25 @@ export const machines: MachineEntry[] = [
     id: "options",
     machine: optionsMachine,
     summary:
-      "Option haggling, one event per NBD_OPT_*: the option budget, TLS-required refusals, payload " +
-      "checks, exports listed and opened through the backend actor, until NBD_OPT_GO/EXPORT_NAME " +
-      "enters transmission or the connection closes.",
+      "Option haggling, assembled from one record per NBD_OPT_* (src/options): the option budget, " +
+      "TLS-required refusals and malformed payloads checked first, then each option's own rules, " +
+      "until NBD_OPT_GO/EXPORT_NAME enters transmission or the connection closes.",
   },
   {
     id: "transmission",
     machine: transmissionMachine,
     summary:
-      "Phase events of the transmission phase only (requests are plain code): NBD_CMD_DISC, server " +
-      "shutdown or a fatal error drain the requests in flight before the connection closes.",
+      "Phase events of the transmission phase only (requests are plain code): NBD_CMD_DISC, a " +
+      "half-close or a fatal frame drain the requests in flight; a server shutdown answers new " +
+      "requests ESHUTDOWN until the client is quiet.",
   },
   {
     id: "backend-lifecycle",
     machine: backendLifecycleMachine,
     summary:
       "One layer (plugin or filter) from load to unload: configured, ready, running after fork; " +
-      "UNLOAD from any live state runs cleanup and unload; a failing callback ends in failed.",
+      "each step an invoked callback; a failing load, config, get_ready or after_fork ends in failed, " +
+      "which still unloads.",
   },
   {
     id: "context",
