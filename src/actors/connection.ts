@@ -179,6 +179,9 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
 
     const negotiatedOf = (): Negotiated => {
       const n = actor.getSnapshot().context.negotiated!;
+      const style = n.extendedHeaders ? "extended headers" : n.structuredReplies ? "structured replies" : "simple replies";
+      const contexts = n.metaContexts.map((m) => m.name).join(", ");
+      settings.log(`${id}: export '${n.chosen!.info.name}': ${style}${contexts ? `, ${contexts}` : ""}${tlsUp ? ", TLS" : ""}`);
       return { opened: n.chosen!.opened, info: n.chosen!.info, structuredReplies: n.structuredReplies, extendedHeaders: n.extendedHeaders, metaContexts: n.metaContexts };
     };
 

@@ -51,7 +51,9 @@ export function checkRequest(l: RequestLimits, type: number, flags: number, offs
     if (type === C.NBD_CMD_BLOCK_STATUS && !(l.info.flags & C.NBD_FLAG_BLOCK_STATUS_PAYLOAD)) return C.NBD_EINVAL;
     if (type !== C.NBD_CMD_WRITE && type !== C.NBD_CMD_BLOCK_STATUS) return C.NBD_EINVAL;
     flags &= ~C.NBD_CMD_FLAG_PAYLOAD_LEN;
-  } else if (type === C.NBD_CMD_WRITE && l.extendedHeaders) return C.NBD_EINVAL;
+  }
+  // An extended WRITE without the flag is taken as it comes (qemu 10 sends
+  // them so; transmission.ts reads its payload either way).
   if (flags & ~allowed) return C.NBD_EINVAL;
   const info = l.info;
   const writes = type === C.NBD_CMD_WRITE || type === C.NBD_CMD_TRIM || type === C.NBD_CMD_WRITE_ZEROES;

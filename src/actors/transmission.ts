@@ -50,6 +50,8 @@ export interface TransmissionOptions {
 
 /** Replies queued and not yet taken by the client, before reading pauses. */
 export const MAX_QUEUED_REPLY_BYTES = 2 * 1024 * 1024;
+/** Descriptors per status chunk at most. */
+const MAX_EXTENTS = 1 << 20;
 /** A hole shorter than this is sent as zeros inside the data around it (a chunk costs more). */
 const MIN_HOLE_CHUNK = 4096;
 /** After a shutdown, the client counts as quiet once it sent nothing for this long. */
@@ -163,6 +165,13 @@ export class Transmission {
         this.discard -= k;
         if (this.discard > 0) return;
       }
+      // The magic is known from the first 4 bytes: a client speaking the
+      // other header style is cut at once, not left waiting for more bytes.
+      if (q.length >= 4 && q.u32(0) !== T.requestMagic(this.ext)) {
+        this.reading = false;
+        this.o.emit({ type: "FATAL", reason: `bad request magic 0x${q.u32(0).toString(16)}` });
+        return;
+      }
       if (q.length < H) return;
       const head = q.peek(0, H, () => this.scratch);
       if (!T.readRequest(head, 0, this.ext, hdr)) {
@@ -172,8 +181,11 @@ export class Transmission {
       }
       const { type, flags, offset, cookieHi, cookieLo } = hdr;
       // "the meaning of the *length* field depends on whether *flags*
-      // contains NBD_CMD_FLAG_PAYLOAD_LEN"; compact: only WRITE has a payload.
-      const payloadLen = this.ext ? (flags & C.NBD_CMD_FLAG_PAYLOAD_LEN ? hdr.length : 0) : type === C.NBD_CMD_WRITE ? hdr.length : 0;
+      // contains NBD_CMD_FLAG_PAYLOAD_LEN"; compact: only WRITE has a
+      // payload. "The command NBD_CMD_WRITE MUST use the flag" in extended
+      // mode, but qemu 10's client leaves it out (qemu-nbd reads the
+      // payload anyway): a WRITE always carries its length of payload.
+      const payloadLen = type === C.NBD_CMD_WRITE || (this.ext && flags & C.NBD_CMD_FLAG_PAYLOAD_LEN) ? hdr.length : 0;
       if (payloadLen > C.MAX_REQUEST_SIZE) {
         if (this.ext) {
           // "A server SHOULD initiate hard disconnect if a client sets the
@@ -254,8 +266,6 @@ export class Transmission {
       this.replyError(type, flags, err, "request rejected", cHi, cLo, offset);
       return;
     }
-    // With extended headers a status request may name more than the maximum; reply about a bounded part.
-    if (type === C.NBD_CMD_BLOCK_STATUS && count > 0xffffffff) count = 0xffffffff;
     const f = stackFlags(type, flags);
     const ctx = this.ctx;
     const bytes = type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE ? count : 0;
@@ -438,7 +448,9 @@ export class Transmission {
     const all = await Promise.all(
       chosen.map(async (m): Promise<Extent[]> => {
         const e = m.name === C.BASE_ALLOCATION ? await this.ctx.extents(count, offset, f) : await this.ctx.contextExtents(m.name, count, offset, f);
-        return clipExtents(e, count, reqOne);
+        // "Servers SHOULD NOT send more than 2^20 extents in a single reply chunk".
+        const clipped = clipExtents(e, count, reqOne);
+        return clipped.length > MAX_EXTENTS ? clipped.slice(0, MAX_EXTENTS) : clipped;
       }),
     );
     if (this.gone) return;

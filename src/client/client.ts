@@ -21,6 +21,8 @@ import {
   NBD_OPT_INFO,
   NBD_OPT_LIST_META_CONTEXT,
   NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_EXTENDED_HEADERS,
+  NBD_CMD_FLAG_PAYLOAD_LEN,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
 } from "../protocol/constants.js";
@@ -38,8 +40,9 @@ export type Phase = "options" | "transmission" | "closed";
 
 const MAX_U32 = 0xffffffff;
 
-function checkRange(count: number, offset: number): void {
-  if (!Number.isInteger(count) || count < 0 || count > MAX_U32) throw new RangeError(`bad count ${count}`);
+/** Effect lengths: 32 bits, or 64 with extended headers (TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS). */
+function checkRange(count: number, offset: number, wide = false): void {
+  if (!Number.isSafeInteger(count) || count < 0 || (!wide && count > MAX_U32)) throw new RangeError(`bad count ${count}`);
   if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`bad offset ${offset}`);
 }
 
@@ -50,6 +53,8 @@ export class NbdClient {
   /** The export chosen by go() / exportName(). */
   export?: opt.ExportInfo;
   structuredReplies = false;
+  /** NBD_OPT_EXTENDED_HEADERS was acknowledged: 32-byte requests and replies, 64-bit lengths. */
+  extendedHeaders = false;
   /** Contexts selected by the last setMetaContext(). */
   metaContexts: opt.MetaContext[] = [];
   /** True once STARTTLS succeeded: the connection is encrypted. */
@@ -163,6 +168,22 @@ export class NbdClient {
     const noZeroes = (this.clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
     return this.exclusive(async () => this.enterTransmission(await opt.exportNameOption(this.channel, name, noZeroes)));
   }
+  /**
+   * NBD_OPT_EXTENDED_HEADERS: true if acknowledged (structured replies are
+   * then implied), false on any error reply (a server without them).
+   */
+  extendedHeadersOption(): Promise<boolean> {
+    return this.exclusive(async () => {
+      const frames = await opt.rawOption(this.channel, NBD_OPT_EXTENDED_HEADERS);
+      const ok = frames[frames.length - 1].type === NBD_REP_ACK;
+      if (ok) {
+        this.extendedHeaders = true;
+        this.structuredReplies = true;
+        this.parser.extended = true;
+      }
+      return ok;
+    }, true);
+  }
   /** NBD_OPT_STRUCTURED_REPLY: true if acknowledged, false on any error reply. */
   structuredReply(): Promise<boolean> {
     return this.exclusive(async () => {
@@ -229,21 +250,21 @@ export class NbdClient {
     return this.submit(NBD_CMD_FLUSH, flags, 0, 0);
   }
   trim(count: number, offset: number, flags = 0): Promise<void> {
-    checkRange(count, offset);
+    checkRange(count, offset, this.extendedHeaders);
     return this.submit(NBD_CMD_TRIM, flags, offset, count);
   }
   /** NBD_CMD_WRITE_ZEROES; flags NO_HOLE, FAST_ZERO, FUA. */
   zero(count: number, offset: number, flags = 0): Promise<void> {
-    checkRange(count, offset);
+    checkRange(count, offset, this.extendedHeaders);
     return this.submit(NBD_CMD_WRITE_ZEROES, flags, offset, count);
   }
   cache(count: number, offset: number, flags = 0): Promise<void> {
-    checkRange(count, offset);
+    checkRange(count, offset, this.extendedHeaders);
     return this.submit(NBD_CMD_CACHE, flags, offset, count);
   }
   /** Block status for every selected context, by context id. */
   blockStatusAll(count: number, offset: number, flags = 0): Promise<Map<number, BlockStatusExtent[]>> {
-    checkRange(count, offset);
+    checkRange(count, offset, this.extendedHeaders);
     return this.submit(NBD_CMD_BLOCK_STATUS, flags, offset, count);
   }
   /** base:allocation extents (or those of the only selected context). */
@@ -263,8 +284,8 @@ export class NbdClient {
       await new Promise<void>((r) => this.drainWaiters.push(r));
     }
     if (this.phase !== "transmission") return;
-    const h = Buffer.allocUnsafe(28);
-    writeRequest(h, 0, 0, NBD_CMD_DISC, this.nextCookie++, 0, 0);
+    const h = Buffer.allocUnsafe(this.extendedHeaders ? 32 : 28);
+    writeRequest(h, 0, 0, NBD_CMD_DISC, this.nextCookie++, 0, 0, this.extendedHeaders);
     this.send(h);
     await this.end();
   }
@@ -289,8 +310,11 @@ export class NbdClient {
       return Promise.reject(this.closedError ?? new Error(`not in transmission phase (phase ${this.phase})`));
     }
     const c = cookie ?? this.nextCookie++;
-    const h = Buffer.allocUnsafe(28);
-    writeRequest(h, 0, flags, type, c, offset, count);
+    const ext = this.extendedHeaders;
+    const h = Buffer.allocUnsafe(ext ? 32 : 28);
+    // Extended headers: "NBD_CMD_WRITE MUST use the flag NBD_CMD_FLAG_PAYLOAD_LEN".
+    const f = ext && payload ? flags | NBD_CMD_FLAG_PAYLOAD_LEN : flags;
+    writeRequest(h, 0, f, type, c, offset, count, ext);
     return new Promise((resolve, reject) => {
       this.pending.set(c, { type, offset: Number(offset), count, resolve, reject, raw, simpleDataLength: dataLength, covered: 0 });
       this.send(h, payload);

@@ -10,6 +10,11 @@ export type OpenOptions = ConnectOptions & {
   exportName?: string;
   /** Negotiate structured replies (default true). */
   structuredReplies?: boolean;
+  /**
+   * Try NBD_OPT_EXTENDED_HEADERS first (default true, as libnbd 1.18+ and
+   * qemu 8.2+ do), falling back to structured replies.
+   */
+  extendedHeaders?: boolean;
   /** Meta contexts to select, e.g. ["base:allocation"] (needs structured replies). */
   metaContexts?: string[];
   /** Ask for NBD_INFO_BLOCK_SIZE in NBD_OPT_GO. */
@@ -31,7 +36,10 @@ export async function openClient(o: OpenOptions): Promise<NbdClient> {
       await c.exportName(name);
       return c;
     }
-    if (o.structuredReplies !== false) await c.structuredReply();
+    if (o.structuredReplies !== false) {
+      const ext = o.extendedHeaders !== false && (await c.extendedHeadersOption());
+      if (!ext) await c.structuredReply();
+    }
     if (o.metaContexts?.length && c.structuredReplies) await c.setMetaContext(name, o.metaContexts);
     try {
       await c.go(name, { requestBlockSize: o.requestBlockSize, infoRequests: o.infoRequests });

@@ -42,7 +42,7 @@ export class RawAccess {
 
   /** Send a request header (+ payload) expecting no reply (e.g. NBD_CMD_DISC, or bad input). */
   send(r: RawRequest): void {
-    const h = encodeRequest(r.flags ?? 0, r.type, r.cookie ?? 0n, r.offset ?? 0, r.length ?? r.payload?.length ?? 0);
+    const h = encodeRequest(r.flags ?? 0, r.type, r.cookie ?? 0n, r.offset ?? 0, r.length ?? r.payload?.length ?? 0, this.client.extendedHeaders);
     this.client.send(h, r.payload);
   }
 

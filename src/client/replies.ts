@@ -7,6 +7,8 @@ import {
   NBD_EIO,
   NBD_REPLY_FLAG_DONE,
   NBD_REPLY_TYPE_BLOCK_STATUS,
+  NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
+  NBD_EXTENDED_REPLY_MAGIC,
   NBD_REPLY_TYPE_ERROR,
   NBD_REPLY_TYPE_ERROR_OFFSET,
   NBD_REPLY_TYPE_NONE,
@@ -64,6 +66,8 @@ export interface Pending {
 export class ReplyParser {
   /** Called with every frame parsed (raw.nextFrame uses it). */
   tap?: (frame: ReplyFrame) => void;
+  /** Extended headers were negotiated: 32-byte reply headers, BLOCK_STATUS_EXT. */
+  extended = false;
 
   constructor(
     private readonly queue: ByteQueue,
@@ -76,6 +80,8 @@ export class ReplyParser {
     while (q.length >= 4) {
       const magic = q.peekUInt32(0);
       if (magic === NBD_SIMPLE_REPLY_MAGIC) {
+        // "If extended headers have been negotiated, a simple reply MUST NOT be used."
+        if (this.extended) throw new NbdProtocolError("simple reply with extended headers");
         if (q.length < 16) return;
         const h = q.peek(16);
         const error = h.readUInt32BE(4);
@@ -93,17 +99,22 @@ export class ReplyParser {
           p.resolve(p.raw);
         } else if (error !== 0) p.reject(new NbdRequestError(error, p.type));
         else p.resolve(p.type === NBD_CMD_READ ? data : undefined);
-      } else if (magic === NBD_STRUCTURED_REPLY_MAGIC) {
-        if (q.length < 20) return;
-        const h = q.peek(20);
-        const length = h.readUInt32BE(16);
+      } else if (magic === NBD_STRUCTURED_REPLY_MAGIC || magic === NBD_EXTENDED_REPLY_MAGIC) {
+        // "If extended headers are negotiated, all server replies MUST use an
+        // extended reply"; otherwise a structured chunk is 20 bytes.
+        const ext = magic === NBD_EXTENDED_REPLY_MAGIC;
+        if (ext !== this.extended) throw new NbdProtocolError(ext ? "extended reply without extended headers" : "structured reply chunk with extended headers");
+        const hs = ext ? 32 : 20;
+        if (q.length < hs) return;
+        const h = q.peek(hs);
+        const length = ext ? h.readUInt32BE(24) * 0x1_0000_0000 + h.readUInt32BE(28) : h.readUInt32BE(16);
         if (length > MAX_CHUNK_PAYLOAD) throw new NbdProtocolError(`structured reply chunk too large: ${length} bytes`);
-        if (q.length < 20 + length) return;
+        if (q.length < hs + length) return;
         const flags = h.readUInt16BE(4);
         const type = h.readUInt16BE(6);
         const cookie = h.readBigUInt64BE(8);
         const p = this.lookup(cookie);
-        q.skip(20);
+        q.skip(hs);
         const payload = q.take(length);
         if (this.tap || p.raw) {
           const typeName = REPLY_TYPE_NAMES[type] ?? `NBD_REPLY_TYPE_${type}`;
@@ -160,9 +171,13 @@ export class ReplyParser {
           p.covered += hole.size;
           return;
         }
-        case NBD_REPLY_TYPE_BLOCK_STATUS: {
+        case NBD_REPLY_TYPE_BLOCK_STATUS:
+        case NBD_REPLY_TYPE_BLOCK_STATUS_EXT: {
           if (p.type !== NBD_CMD_BLOCK_STATUS) return this.fail(p, NBD_EIO, "BLOCK_STATUS chunk for another command");
-          const bs = decodeBlockStatusPayload(payload);
+          // "only NBD_REPLY_TYPE_BLOCK_STATUS for structured replies, and only NBD_REPLY_TYPE_BLOCK_STATUS_EXT for extended headers".
+          const ext = type === NBD_REPLY_TYPE_BLOCK_STATUS_EXT;
+          if (ext !== this.extended) return this.fail(p, NBD_EIO, `${ext ? "BLOCK_STATUS_EXT" : "BLOCK_STATUS"} chunk in the wrong header style`);
+          const bs = decodeBlockStatusPayload(payload, ext);
           (p.extents ??= new Map()).set(bs.contextId, bs.extents);
           return;
         }

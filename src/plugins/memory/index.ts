@@ -87,6 +87,8 @@ export default function createPlugin(): MemoryPlugin {
     pread(_h, buf, offset) {
       disk.read(buf, offset);
     },
+    // Pages never written go out as OFFSET_HOLE chunks, not zeros.
+    preadSparse: (_h, buf, offset) => disk.readSparse(buf, offset),
     pwrite(_h, buf, offset) {
       disk.write(buf, offset);
     },

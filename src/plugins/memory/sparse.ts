@@ -1,7 +1,7 @@
 // A sparse byte array: fixed-size pages in a Map, allocated on write, freed
 // when zeroed or trimmed. Unallocated pages read as zeros.
 
-import type { Extent } from "../../backend/types.js";
+import type { Extent, ReadPiece } from "../../backend/types.js";
 
 export const PAGE_SIZE = 32768;
 const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
@@ -69,6 +69,31 @@ export class SparseArray {
       pi++;
       po = 0;
     }
+  }
+
+  /**
+   * Read [offset, offset + buf.length) as data and hole pieces: pages never
+   * written (or zeroed whole) are holes, their bytes in buf left unwritten.
+   */
+  readSparse(buf: Buffer, offset: number): ReadPiece[] {
+    const len = buf.length;
+    const out: ReadPiece[] = [];
+    let pos = 0;
+    let pi = Math.floor(offset / PAGE_SIZE);
+    let po = offset - pi * PAGE_SIZE;
+    while (pos < len) {
+      const n = Math.min(PAGE_SIZE - po, len - pos);
+      const page = this.pages.get(pi);
+      if (page !== undefined) page.copy(buf, pos, po, po + n);
+      const hole = page === undefined;
+      const last = out[out.length - 1];
+      if (last && last.hole === hole) last.length += n;
+      else out.push({ length: n, hole });
+      pos += n;
+      pi++;
+      po = 0;
+    }
+    return out;
   }
 
   /** Copy buf to [offset, offset + buf.length), allocating pages. */
