@@ -174,7 +174,7 @@ describe.skipIf(!ok)("--status-page in headless Chromium", () => {
     expect(await p.innerText("#f-uptime")).toMatch(/^\d+s$|^\d+m \d\ds$/);
     expect(await p.innerText("#connections-empty")).toBe("no connections");
     const d = await diagrams(p);
-    expect(Object.keys(d).sort()).toEqual(["backend-lifecycle", "context", "handshake", "options", "server", "shared-handle", "transmission"]);
+    expect(Object.keys(d).sort()).toEqual(["backend-lifecycle", "connection", "context", "handshake", "options", "server", "shared-handle", "transmission"]);
     for (const [id, x] of Object.entries(d)) {
       expect([id, x.figures, x.svgs]).toEqual([id, 1, 1]);
     }

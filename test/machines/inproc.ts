@@ -41,7 +41,8 @@ export interface InProcess {
 }
 
 function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
-  const mem = createMemory();
+  // Without the memory plugin's preadSparse: structured reads must reach the pread below.
+  const { preadSparse: _sparse, ...mem } = createMemory();
   return {
     ...mem,
     name: "modelmem",

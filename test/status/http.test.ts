@@ -28,7 +28,8 @@ describe("startStatusPage", () => {
   });
 
   it("answers the printed URL with /status.json appended", async () => {
-    for (const url of [`${page.url}status.json`, `${page.url}/status.json`, `${page.url}status.json?x`]) {
+    // The printed URL has no trailing slash: "/status.json" appended as it is, or with one more slash.
+    for (const url of [`${page.url}/status.json`, `${page.url}//status.json`, `${page.url}/status.json?x`]) {
       const r = await fetch(url);
       expect(r.status).toBe(200);
       expect(((await r.json()) as { version: string }).version).toBe("9.9.9");
