@@ -264,7 +264,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
           flushSocket: fromPromise(
             () =>
               new Promise<void>((resolve) => {
-                tx?.clientClosed();
+                tx?.finish();
                 if (stream.destroyed || stream.writableFinished) return resolve();
                 // A client that never reads the last replies does not hold the connection for ever.
                 const t = setTimeout(resolve, settings.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS);

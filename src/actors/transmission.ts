@@ -71,6 +71,8 @@ export class Transmission {
   /** Payload bytes of a refused request still to throw away as they arrive. */
   private discard = 0;
   private waitingDrain = false;
+  private ended = false;
+  private endReported = false;
   private readonly hdr = T.newRequestHeader();
   private readonly scratch = Buffer.allocUnsafe(T.EXTENDED_REQUEST_SIZE);
   private readonly ctx: Context;
@@ -138,10 +140,27 @@ export class Transmission {
     if (this.reading) this.pump();
   }
 
-  /** The client half-closed: what is complete is served, then the phase ends. */
+  /**
+   * The client half-closed: every request it sent is still served (reading
+   * may be paused behind those in flight); once the queue holds no complete
+   * request the phase ends.
+   */
   inputEnded(): void {
+    this.ended = true;
     this.pump();
+  }
+
+  /** Called where pump() runs out of bytes: after a half-close, that is the end of the input. */
+  private outOfInput(): void {
+    if (!this.ended || this.endReported || !this.reading) return;
+    this.endReported = true;
     this.o.emit({ type: "INPUT_ENDED" });
+  }
+
+  /** The phase is over: what is queued is written now (the socket is ended next). */
+  finish(): void {
+    this.reading = false;
+    this.replies.flush();
   }
 
   /** The socket is gone: nothing more is written. */
@@ -163,7 +182,7 @@ export class Transmission {
         const k = Math.min(this.discard, q.length);
         q.drop(k);
         this.discard -= k;
-        if (this.discard > 0) return;
+        if (this.discard > 0) return this.outOfInput();
       }
       // The magic is known from the first 4 bytes: a client speaking the
       // other header style is cut at once, not left waiting for more bytes.
@@ -172,7 +191,7 @@ export class Transmission {
         this.o.emit({ type: "FATAL", reason: `bad request magic 0x${q.u32(0).toString(16)}` });
         return;
       }
-      if (q.length < H) return;
+      if (q.length < H) return this.outOfInput();
       const head = q.peek(0, H, () => this.scratch);
       if (!T.readRequest(head, 0, this.ext, hdr)) {
         this.reading = false;
@@ -203,7 +222,7 @@ export class Transmission {
         this.replyError(type, flags, C.NBD_EINVAL, "write payload larger than the maximum", cookieHi, cookieLo, offset);
         continue;
       }
-      if (q.length < H + payloadLen) return;
+      if (q.length < H + payloadLen) return this.outOfInput();
       let payload: Buffer | null = null;
       let pooled: Buffer | null = null;
       if (payloadLen > 0) {
