@@ -1,6 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // The nbdstate command (see src/cli/main.ts). main() resolves when the
 // server is done; its value is the exit status.
+//
+// --max-semi-space-size=4: V8's young generation grows to tens of MiB under
+// a burst of requests and never gives it back; capped, a server that served
+// a flood of clients returns to its size once they leave (docs/threat-model.md).
 import { main } from "../dist/cli/main.js";
 
 const status = await main(process.argv.slice(2));

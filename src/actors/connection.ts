@@ -19,6 +19,7 @@ import { handshakeFor, optionsFor, type Wire } from "./negotiation.js";
 import { peerOf } from "./peer.js";
 import { upgradeToTls, type TlsServer } from "./tls.js";
 import { Transmission, type Negotiated } from "./transmission.js";
+import { trimSoon } from "../sys/trim.js";
 
 export interface ConnectionSettings {
   readonly: boolean;
@@ -312,6 +313,8 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       stream.destroy();
       socket.destroy();
       sendBack({ type: "CONNECTION_CLOSED", id });
+      // What this connection's buffers took goes back to the system.
+      trimSoon();
     }
 
     registry.set(id, () => {

@@ -147,6 +147,10 @@ export function upgradeToTls(raw: Duplex, server: TlsServer, timeoutMs = TLS_HAN
     // Both stay attached (no-ops once done): an 'error' is never unhandled.
     sock.on("error", (e) => fail(new Error(`TLS handshake failed: ${oneLine(e)}`)));
     sock.once("close", () => fail(new Error("client closed the connection during the TLS handshake")));
+    // A client that goes away after the ACK (before or within its
+    // ClientHello) frees the connection at once, not at the timeout: the
+    // TLS socket (half-open like the raw one) sees only an 'end' then.
+    sock.once("end", () => fail(new Error("client closed the connection during the TLS handshake")));
   });
   return { socket: sock, secure };
 }

@@ -49,7 +49,7 @@ export interface TransmissionOptions {
 }
 
 /** Replies queued and not yet taken by the client, before reading pauses. */
-export const MAX_QUEUED_REPLY_BYTES = 2 * 1024 * 1024;
+export const MAX_QUEUED_REPLY_BYTES = 1024 * 1024;
 /** Descriptors per status chunk at most. */
 const MAX_EXTENTS = 1 << 20;
 /** A hole shorter than this is sent as zeros inside the data around it (a chunk costs more). */

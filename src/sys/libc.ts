@@ -34,6 +34,8 @@ export interface Libc {
   readonly getsockopt: Fn;
   /** int close(int fd). */
   readonly close: Fn;
+  /** int malloc_trim(size_t pad) (glibc); null elsewhere. */
+  readonly mallocTrim: Fn | null;
 }
 
 /**
@@ -88,6 +90,12 @@ export function libc(): Libc | null {
         return lib.func(proto(b));
       }
     };
+    let mallocTrim: Fn | null = null;
+    try {
+      mallocTrim = lib.func("int malloc_trim(size_t pad)");
+    } catch {
+      mallocTrim = null;
+    }
     let syncFileRange: Fn | null = null;
     try {
       syncFileRange = lib.func("int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)");
@@ -104,6 +112,7 @@ export function libc(): Libc | null {
       syscall: lib.func("long syscall(long number, ...)"),
       getsockopt: lib.func("int getsockopt(int fd, int level, int name, void *val, void *len)"),
       close: lib.func("int close(int fd)"),
+      mallocTrim,
     };
   } catch (e) {
     whyNot = `libc functions cannot be bound: ${(e as Error).message.split("\n")[0]}`;

@@ -41,7 +41,8 @@ export function serverArgv(): string[] {
         `or set NBDSTATE_TEST_SERVER=nbdkit to run the suites against nbdkit`,
     );
   }
-  return [process.execPath, NBDSTATE_BIN];
+  // As the bin's shebang runs it.
+  return [process.execPath, "--max-semi-space-size=4", NBDSTATE_BIN];
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+// Hostile clients cannot hold descriptors or memory (issue 12):
+// - a client that gets the STARTTLS ACK and closes (or sends half a
+//   ClientHello) frees its connection at once, not at a timeout;
+// - `nbdinfo --list` of 1000 exports works: the option budget bounds
+//   abuse without breaking what real clients do with large listings;
+// - a stalled option payload (a header claiming more than is sent) is cut
+//   by the option timeout like every other stall;
+// - clients that flood FLUSH requests and never read the replies cannot
+//   make the server hold more than a few MiB each, and what they cost is
+//   given back once they leave.
+import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { CMD, encodeOption, encodeRequest, handshake, newHandle, OPT, openTransmission, RawConn, u32 } from "../helpers/raw.js";
+import { isNbdkit, makeTmpDir, removeTmpDir, runOk, startServer, waitFor, type RunningServer } from "../helpers/server.js";
+import { requireTools, TOOLS } from "../helpers/tools.js";
+
+const fds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(isNbdkit)("hostile clients", () => {
+  let dir: string;
+  let srv: RunningServer | undefined;
+  beforeAll(() => {
+    dir = makeTmpDir("nbdstate-hostile-");
+  });
+  afterAll(() => removeTmpDir(dir));
+  afterEach(async () => {
+    await srv?.stop();
+    srv = undefined;
+  });
+
+  it.skipIf(!requireTools([["psktool", "gnutls-bin"]]))("2000 clients that get the STARTTLS ACK and close leave the descriptor count where it was within a second", async () => {
+    const keys = join(dir, "keys.psk");
+    execFileSync("psktool", ["-u", "alice", "-p", keys], { stdio: "ignore" });
+    srv = await startServer(["--tls=on", `--tls-psk=${keys}`, "memory", "1M"]);
+    await sleep(200);
+    const before = fds(srv.pid);
+    const one = (partialHello: boolean) =>
+      new Promise<void>((resolve) => {
+        const s: Socket = connect(srv!.sock);
+        let buf = Buffer.alloc(0);
+        s.on("data", (d: Buffer) => {
+          buf = Buffer.concat([buf, d]);
+          if (buf.length === 18) s.write(Buffer.concat([u32(3), encodeOption(OPT.STARTTLS)]));
+          // Greeting (18) + the STARTTLS reply (20): the ACK is in; go away.
+          if (buf.length >= 38) {
+            if (partialHello) s.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]));
+            s.destroy();
+          }
+        });
+        s.on("close", () => resolve());
+        s.on("error", () => resolve());
+      });
+    for (let i = 0; i < 2000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => one((i + k) % 2 === 1)));
+    const settled = await waitFor(() => fds(srv!.pid) <= before + 2, 1000, 20);
+    expect(settled, `descriptors: ${before} before, ${fds(srv.pid)} after`).toBe(true);
+    // And the server still serves.
+    await runOk("nbdinfo", ["--size", srv.uri]);
+  }, 120_000);
+
+  it.skipIf(!requireTools([TOOLS.nbdinfo]))("nbdinfo --list of 1000 exports lists all of them", async () => {
+    const d = join(dir, "many");
+    execFileSync("mkdir", ["-p", d]);
+    for (let i = 0; i < 1000; i++) writeFileSync(join(d, `e${String(i).padStart(4, "0")}`), Buffer.alloc(512));
+    srv = await startServer(["file", `dir=${d}`]);
+    const r = await runOk("nbdinfo", ["--list", "--json", srv.uri], { timeoutMs: 120_000 });
+    const j = JSON.parse(r.stdout) as { exports: { "export-name": string }[] };
+    expect(j.exports).toHaveLength(1000);
+  }, 150_000);
+
+  it("a stalled option payload (a GO that claims 1000 bytes and sends 10) is closed by the option timeout", async () => {
+    srv = await startServer(["--timeout=1", "memory", "1M"]);
+    const conns: RawConn[] = [];
+    for (let i = 0; i < 20; i++) {
+      const c = await RawConn.connect(srv.sock);
+      await handshake(c);
+      c.write(Buffer.concat([encodeOption(OPT.GO, Buffer.alloc(10), 1000)]));
+      conns.push(c);
+    }
+    const closed = await Promise.all(conns.map((c) => c.waitClosed(5000)));
+    expect(closed.every(Boolean)).toBe(true);
+  }, 60_000);
+
+  it("24 clients flooding FLUSH without reading replies keep RSS within 64 MiB of its start, and give it back after they close", async () => {
+    srv = await startServer(["memory", "64M"]);
+    // Warm up: one client doing what the flood does, so lazily allocated pools count in the baseline.
+    const warm = await openTransmission(srv.sock);
+    warm.conn.destroy();
+    await sleep(500);
+    const start = rssMiB(srv.pid);
+    const flush = encodeRequest({ type: CMD.FLUSH, handle: newHandle(), offset: 0, length: 0 });
+    const batch = Buffer.concat(Array.from({ length: 4096 }, () => flush));
+    const clients = await Promise.all(Array.from({ length: 24 }, () => openTransmission(srv!.sock)));
+    const deadline = Date.now() + 3000;
+    // Write as long as the socket takes it; the server stops reading once its bound is reached.
+    await Promise.all(
+      clients.map(async ({ conn }) => {
+        while (Date.now() < deadline) {
+          if (!conn.socket.writableNeedDrain) conn.write(batch);
+          await sleep(20);
+        }
+      }),
+    );
+    const peak = rssMiB(srv.pid);
+    expect(peak - start, `RSS ${start.toFixed(0)} MiB at start, ${peak.toFixed(0)} MiB with 24 floods`).toBeLessThan(64);
+    for (const { conn } of clients) conn.destroy();
+    await sleep(1500);
+    const after = rssMiB(srv.pid);
+    expect(after - start, `RSS ${after.toFixed(0)} MiB after the floods left (start ${start.toFixed(0)})`).toBeLessThan(16);
+    await runOk("nbdinfo", ["--size", srv.uri]);
+  }, 60_000);
+});
