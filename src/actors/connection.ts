@@ -236,7 +236,11 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
             wire,
             {
               backend: {
-                listExports: (p) => messenger.listExports(p),
+                listExports: (p) =>
+                  messenger.listExports(p).catch((e: unknown) => {
+                    settings.error(`${id}: list exports: ${errorMessage(e)}`);
+                    throw e;
+                  }),
                 defaultExport: (p) => messenger.defaultExport(p),
                 open: (ro, name, tls) =>
                   messenger.open(ro, name, tls).catch((e: unknown) => {

@@ -14,7 +14,8 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CMD, encodeOption, encodeRequest, handshake, newHandle, OPT, openTransmission, RawConn, u32 } from "../helpers/raw.js";
-import { isNbdkit, makeTmpDir, removeTmpDir, runOk, startServer, waitFor, type RunningServer } from "../helpers/server.js";
+import { archive, member } from "../filters/tar-craft.js";
+import { isNbdkit, makeTmpDir, removeTmpDir, run, runOk, startServer, waitFor, type RunningServer } from "../helpers/server.js";
 import { requireTools, TOOLS } from "../helpers/tools.js";
 
 const fds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
@@ -71,6 +72,27 @@ describe.skipIf(isNbdkit)("hostile clients", () => {
     const j = JSON.parse(r.stdout) as { exports: { "export-name": string }[] };
     expect(j.exports).toHaveLength(1000);
   }, 150_000);
+
+  it.skipIf(!requireTools([TOOLS.nbdinfo]))("a tar of 10001 members in exportname mode: the listing fails whole (never cut at 10000 with an ACK); the server keeps serving", async () => {
+    const t = join(dir, "many.tar");
+    writeFileSync(t, archive(...Array.from({ length: 10001 }, (_, i) => member(`m${i}`, ""))));
+    srv = await startServer(["--filter=tar", "-r", "file", t, "tar-entry=exportname", "tar-limit=0"]);
+    const r = await run("nbdinfo", ["--list", srv.uri], { timeoutMs: 60_000 });
+    expect(r.code).not.toBe(0);
+    expect(srv.stderr + r.stderr).toMatch(/more than 10000 exports/);
+    expect((await runOk("nbdinfo", ["--size", srv.uriFor("m5")])).stdout.trim()).toBe("0");
+  }, 90_000);
+
+  it("NBD_OPT_EXPORT_NAME with a NUL or a 5000-byte name closes the connection (there is no error reply)", async () => {
+    srv = await startServer(["memory", "1M"]);
+    for (const name of [Buffer.from([0x61, 0, 0x62]), Buffer.alloc(5000, 0x61)]) {
+      const c = await RawConn.connect(srv.sock);
+      await handshake(c);
+      c.write(encodeOption(OPT.EXPORT_NAME, name));
+      expect(await c.waitClosed(5000)).toBe(true);
+    }
+    await runOk("nbdinfo", ["--size", srv.uri]);
+  });
 
   it("a stalled option payload (a GO that claims 1000 bytes and sends 10) is closed by the option timeout", async () => {
     srv = await startServer(["--timeout=1", "memory", "1M"]);

@@ -152,7 +152,11 @@ export class InnerExports<I> {
     const c = await this.containers(lower, p);
     const out: ExportEntry[] = [];
     const push = (name: string, description?: string) => {
-      if (out.length >= MAX_EXPORTS || !isNbdString(name)) return;
+      if (!isNbdString(name)) return;
+      // A listing past the bound fails whole (as the README says), never silently cut.
+      if (out.length >= MAX_EXPORTS) {
+        throw new NbdError(NBD_EINVAL, `${this.src.name}: more than ${MAX_EXPORTS} exports inside: the listing is refused`);
+      }
       out.push(description === undefined ? { name } : { name, description: clipNbdString(description) });
     };
     if (c.simple) {
