@@ -3,10 +3,12 @@
 // exception or unhandled rejection ends the process), must not leak file
 // descriptors or connections, and must keep answering a well-behaved
 // client throughout. Longer runs: FUZZ_CASES=20000 FUZZ_SEED=7 npx vitest run test/trust/fuzz.test.ts
+import { execFileSync } from "node:child_process";
 import { readdirSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NbdClient } from "../../src/client/index.js";
-import { startServer, waitFor, type RunningServer } from "../helpers/server.js";
+import { makeTmpDir, removeTmpDir, startServer, waitFor, type RunningServer } from "../helpers/server.js";
 import { fuzzCase, rng, runCase } from "./fuzzer.js";
 
 const CASES = Number(process.env.FUZZ_CASES ?? 400);
@@ -16,12 +18,18 @@ const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 
 describe("fuzzing the server over raw sockets", () => {
   let server: RunningServer;
+  let dir: string | undefined;
   beforeAll(async () => {
     // Fuzz writes land below 1 MiB (or out of range); the keeper owns 1.5 MiB.
-    server = await startServer(["memory", "2M"]);
+    // TLS on (PSK), so STARTTLS cases reach a real upgrade; short timeouts so stalls end within the run.
+    dir = makeTmpDir("nbdstate-fuzz-");
+    const keys = join(dir, "keys.psk");
+    execFileSync("psktool", ["-u", "alice", "-p", keys], { stdio: "ignore" });
+    server = await startServer(["--tls=on", `--tls-psk=${keys}`, "--timeout=3", "memory", "2M"]);
   });
   afterAll(async () => {
     await server?.stop();
+    if (dir) removeTmpDir(dir);
   });
 
   it(`${CASES} seeded cases (seed ${SEED}): no crash, no leaked descriptors, a good client served throughout`, async () => {
@@ -42,6 +50,7 @@ describe("fuzzing the server over raw sockets", () => {
     }
     expect((await keeper.pread(4096, KEEP)).every((b) => b === 0x11)).toBe(true);
     // Every fuzz connection is gone: descriptors return to the baseline.
+    // (Stalled options are cut by the 3 s option timeout.)
     const settled = await waitFor(() => fdCount(server.pid) <= baseline, 10_000, 100);
     expect(settled, `fds: ${fdCount(server.pid)} > baseline ${baseline}`).toBe(true);
     await keeper.disconnect();

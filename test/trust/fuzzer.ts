@@ -54,31 +54,63 @@ function randomOption(r: R): Buffer {
   return r() < 0.4 ? mutate(r, o) : o;
 }
 
-function randomRequest(r: R): Buffer {
+function randomRequest(r: R, extended = false): Buffer {
   const type = r() < 0.8 ? int(r, 8) : int(r, 65536);
-  const flags = r() < 0.7 ? 0 : int(r, 65536);
+  let flags = r() < 0.7 ? 0 : int(r, 65536);
+  if (extended && type === C.NBD_CMD_WRITE && r() < 0.8) flags |= C.NBD_CMD_FLAG_PAYLOAD_LEN;
   const offset = pick(r, [0, int(r, 1 << 20), 2 ** 40, 2 ** 53 - 1]);
-  const length = pick(r, [0, 1, 512, 4096, int(r, 70000), 2 ** 31, 2 ** 32 - 1]);
-  let req = encodeRequest(flags, type === C.NBD_CMD_DISC && r() < 0.8 ? C.NBD_CMD_READ : type, BigInt(int(r, 1e9)), offset, length);
-  if (type === C.NBD_CMD_WRITE) {
+  const length = pick(r, [0, 1, 512, 4096, int(r, 70000), 2 ** 31, 2 ** 32 - 1, ...(extended ? [2 ** 40, 2 ** 53 - 1] : [])]);
+  let req = encodeRequest(flags, type === C.NBD_CMD_DISC && r() < 0.8 ? C.NBD_CMD_READ : type, BigInt(int(r, 1e9)), offset, length, extended);
+  if (type === C.NBD_CMD_WRITE || (extended && flags & C.NBD_CMD_FLAG_PAYLOAD_LEN)) {
     const payload = bytes(r, Math.min(length, 8192));
     req = Buffer.concat([req, payload]);
   }
   return r() < 0.2 ? mutate(r, req) : req;
 }
 
+const go = () => [
+  encodeOption(C.NBD_OPT_STRUCTURED_REPLY),
+  encodeOption(C.NBD_OPT_SET_META_CONTEXT, encodeMetaContextRequest("", ["base:allocation"])),
+  encodeOption(C.NBD_OPT_GO, encodeInfoRequest("", [])),
+];
+
 /** The bytes of one fuzz case. */
 export function fuzzCase(r: R): Buffer[] {
   const frames: Buffer[] = [];
-  const style = int(r, 4);
+  const style = int(r, 8);
   if (style === 0) return [bytes(r, int(r, 200))];
+  if (style === 4) {
+    // Large reads in flight, then NBD_CMD_DISC (or the stream cut short): every reply owed goes out whole.
+    const n = 1 + int(r, 6);
+    const reads = Array.from({ length: n }, () =>
+      encodeRequest(0, C.NBD_CMD_READ, BigInt(int(r, 1e9)), 0, pick(r, [65536, 1 << 20, 2 << 20])));
+    return [clientFlags(), ...go(), ...reads, encodeRequest(0, C.NBD_CMD_DISC, 0n, 0, 0)];
+  }
+  if (style === 5) {
+    // STARTTLS, then gone: after the ACK nothing, half a ClientHello, or garbage.
+    const tail = pick(r, [Buffer.alloc(0), Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]), bytes(r, int(r, 64))]);
+    return [clientFlags(), encodeOption(C.NBD_OPT_STARTTLS), tail];
+  }
+  if (style === 6) {
+    // A stalled option: a header that claims more payload than is sent.
+    const claimed = pick(r, [16, 1000, 65536, 1 << 20]);
+    const sent = bytes(r, int(r, Math.min(claimed, 64)));
+    return [clientFlags(), encodeOption(pick(r, [C.NBD_OPT_GO, C.NBD_OPT_INFO, C.NBD_OPT_SET_META_CONTEXT, 99]), sent, claimed)];
+  }
+  if (style === 7) {
+    // Extended headers, then random 32-byte requests (compact ones are a bad magic there).
+    frames.push(clientFlags(), encodeOption(C.NBD_OPT_EXTENDED_HEADERS));
+    frames.push(encodeOption(C.NBD_OPT_SET_META_CONTEXT, encodeMetaContextRequest("", ["base:allocation"])));
+    frames.push(encodeOption(C.NBD_OPT_GO, encodeInfoRequest("", [])));
+    const nReq = int(r, 12);
+    for (let i = 0; i < nReq; i++) frames.push(r() < 0.9 ? randomRequest(r, true) : randomRequest(r, false));
+    return frames;
+  }
   frames.push(r() < 0.9 ? clientFlags() : bytes(r, 4));
   const nOpts = int(r, 6);
   for (let i = 0; i < nOpts; i++) frames.push(randomOption(r));
   if (style >= 2) {
-    frames.push(encodeOption(C.NBD_OPT_STRUCTURED_REPLY));
-    frames.push(encodeOption(C.NBD_OPT_SET_META_CONTEXT, encodeMetaContextRequest("", ["base:allocation"])));
-    frames.push(encodeOption(C.NBD_OPT_GO, encodeInfoRequest("", [])));
+    frames.push(...go());
     const nReq = int(r, 12);
     for (let i = 0; i < nReq; i++) frames.push(randomRequest(r));
   }
