@@ -2,11 +2,13 @@
 // real Stack) on a private unix socket, with a memory-backed plugin the
 // tests can steer: listing can be made to fail, the export "missing" does
 // not exist, and reads can be held at a gate to keep requests in flight.
+// Tests may serve their own option records (optionRecords) and -s.
 import { join } from "node:path";
 import { startServer, type RunningServer } from "../../src/actors/server.js";
 import { Stack } from "../../src/backend/stack.js";
 import type { Plugin } from "../../src/backend/types.js";
 import type { TlsMode } from "../../src/machines/options.js";
+import type { OptionRecord } from "../../src/options/record.js";
 import createMemory, { type MemoryHandle } from "../../src/plugins/memory/index.js";
 import { makeTmpDir, removeTmpDir, waitFor } from "../helpers/server.js";
 import { deferred, type Deferred } from "./helpers.js";
@@ -14,6 +16,8 @@ import { runningStack } from "../helpers/stack.js";
 
 export const DESCRIPTION = "the model disk";
 export const SIZE = 1024 * 1024;
+/** The block size constraints the model plugin reports (NBD_INFO_BLOCK_SIZE). */
+export const BLOCK_SIZE = { minimum: 1, preferred: 4096, maximum: 32 * 1024 * 1024 };
 
 export interface Control {
   /** NBD_OPT_LIST fails while set. */
@@ -58,6 +62,7 @@ function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
       ctl.closes++;
     },
     exportDescription: () => DESCRIPTION,
+    blockSize: () => BLOCK_SIZE,
     async pread(h, buf, offset, flags) {
       ctl.reads++;
       if (ctl.gate) await ctl.gate.promise;
@@ -66,9 +71,20 @@ function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
   };
 }
 
-export async function startInProcess(
-  o: { maxOptions?: number; tls?: TlsMode; threads?: number; handshakeTimeoutMs?: number; optionTimeoutMs?: number } = {},
-): Promise<InProcess> {
+export interface InProcessOptions {
+  maxOptions?: number;
+  tls?: TlsMode;
+  threads?: number;
+  handshakeTimeoutMs?: number;
+  optionTimeoutMs?: number;
+  shutdownGraceMs?: number;
+  /** -s: one connection, then the server stops. */
+  singleConnection?: boolean;
+  /** The option records served (default: the built-in ones). */
+  optionRecords?: readonly OptionRecord[];
+}
+
+export async function startInProcess(o: InProcessOptions = {}): Promise<InProcess> {
   const ctl: Control = { failList: false, gate: null, reads: 0, opens: 0, closes: 0, log: [] };
   const stack = await runningStack(modelPlugin(ctl), [], [["size", String(SIZE)]]);
   const dir = makeTmpDir("nbdstate-model-");
@@ -81,7 +97,11 @@ export async function startInProcess(
     maxOptions: o.maxOptions,
     handshakeTimeoutMs: o.handshakeTimeoutMs,
     optionTimeoutMs: o.optionTimeoutMs,
+    shutdownGraceMs: o.shutdownGraceMs,
+    singleConnection: o.singleConnection,
+    optionRecords: o.optionRecords,
     log: (m) => ctl.log.push(m),
+    error: (m) => ctl.log.push(m),
   });
   let stopped = false;
   return {
