@@ -4,6 +4,7 @@
 // not exist, and reads can be held at a gate to keep requests in flight.
 // Tests may serve their own option records (optionRecords) and -s.
 import { join } from "node:path";
+import type { InspectionEvent } from "xstate";
 import { startServer, type RunningServer } from "../../src/actors/server.js";
 import { Stack } from "../../src/backend/stack.js";
 import type { Plugin } from "../../src/backend/types.js";
@@ -82,6 +83,8 @@ export interface InProcessOptions {
   singleConnection?: boolean;
   /** The option records served (default: the built-in ones). */
   optionRecords?: readonly OptionRecord[];
+  /** XState inspection of every actor the server runs. */
+  inspect?: (ev: InspectionEvent) => void;
 }
 
 export async function startInProcess(o: InProcessOptions = {}): Promise<InProcess> {
@@ -89,20 +92,29 @@ export async function startInProcess(o: InProcessOptions = {}): Promise<InProces
   const stack = await runningStack(modelPlugin(ctl), [], [["size", String(SIZE)]]);
   const dir = makeTmpDir("nbdstate-model-");
   const sock = join(dir, "nbd.sock");
-  const srv = await startServer(stack, {
-    listeners: [{ kind: "unix", path: sock }],
-    readonly: false,
-    threads: o.threads ?? 16,
-    tls: o.tls ?? "off",
-    maxOptions: o.maxOptions,
-    handshakeTimeoutMs: o.handshakeTimeoutMs,
-    optionTimeoutMs: o.optionTimeoutMs,
-    shutdownGraceMs: o.shutdownGraceMs,
-    singleConnection: o.singleConnection,
-    optionRecords: o.optionRecords,
-    log: (m) => ctl.log.push(m),
-    error: (m) => ctl.log.push(m),
-  });
+  let srv: RunningServer;
+  try {
+    srv = await startServer(stack, {
+      listeners: [{ kind: "unix", path: sock }],
+      readonly: false,
+      threads: o.threads ?? 16,
+      tls: o.tls ?? "off",
+      maxOptions: o.maxOptions,
+      handshakeTimeoutMs: o.handshakeTimeoutMs,
+      optionTimeoutMs: o.optionTimeoutMs,
+      shutdownGraceMs: o.shutdownGraceMs,
+      singleConnection: o.singleConnection,
+      optionRecords: o.optionRecords,
+      inspect: o.inspect,
+      log: (m) => ctl.log.push(m),
+      error: (m) => ctl.log.push(m),
+    });
+  } catch (e) {
+    // The server refused to start (a test checks why): leave nothing behind.
+    await stack.unload();
+    removeTmpDir(dir);
+    throw e;
+  }
   let stopped = false;
   return {
     srv,
