@@ -25,6 +25,8 @@ export interface Control {
   failList: boolean;
   /** While set, every pread waits for it. */
   gate: Deferred<void> | null;
+  /** While set, every open waits for it. */
+  openGate: Deferred<void> | null;
   /** preads that reached the plugin (waiting at the gate or done). */
   reads: number;
   opens: number;
@@ -38,6 +40,8 @@ export interface InProcess {
   ctl: Control;
   /** Hold reads from now on; returns the function that lets them through. */
   holdReads(): () => void;
+  /** Hold opens from now on; returns the function that lets them through. */
+  holdOpens(): () => void;
   /** The live connections the server knows (its status registry). */
   phases(): string[];
   /** Wait until the server has forgotten every connection. */
@@ -54,7 +58,8 @@ function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
       if (ctl.failList) throw new Error("listing failed on purpose");
       return [{ name: "", description: DESCRIPTION }];
     },
-    open(readonly, name, tls) {
+    async open(readonly, name, tls) {
+      if (ctl.openGate) await ctl.openGate.promise;
       if (name === "missing") throw new Error("no such export");
       ctl.opens++;
       return mem.open(readonly, name, tls);
@@ -88,7 +93,7 @@ export interface InProcessOptions {
 }
 
 export async function startInProcess(o: InProcessOptions = {}): Promise<InProcess> {
-  const ctl: Control = { failList: false, gate: null, reads: 0, opens: 0, closes: 0, log: [] };
+  const ctl: Control = { failList: false, gate: null, openGate: null, reads: 0, opens: 0, closes: 0, log: [] };
   const stack = await runningStack(modelPlugin(ctl), [], [["size", String(SIZE)]]);
   const dir = makeTmpDir("nbdstate-model-");
   const sock = join(dir, "nbd.sock");
@@ -128,12 +133,21 @@ export async function startInProcess(o: InProcessOptions = {}): Promise<InProces
         g.resolve();
       };
     },
+    holdOpens() {
+      const g = deferred<void>();
+      ctl.openGate = g;
+      return () => {
+        ctl.openGate = null;
+        g.resolve();
+      };
+    },
     phases: () => srv.connections().map((c) => c.phase),
     idle: (timeoutMs = 5000) => waitFor(() => srv.connections().length === 0, timeoutMs, 5),
     async stop() {
       if (stopped) return;
       stopped = true;
       ctl.gate?.resolve();
+      ctl.openGate?.resolve();
       await srv.shutdown();
       await stack.unload();
       removeTmpDir(dir);
