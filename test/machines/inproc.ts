@@ -7,7 +7,8 @@ import { join } from "node:path";
 import type { InspectionEvent } from "xstate";
 import { startServer, type RunningServer } from "../../src/actors/server.js";
 import { Stack } from "../../src/backend/stack.js";
-import type { Plugin } from "../../src/backend/types.js";
+import { NbdError, type Plugin } from "../../src/backend/types.js";
+import { NBD_EPERM } from "../../src/protocol/constants.js";
 import type { TlsMode } from "../../src/machines/options.js";
 import type { OptionRecord } from "../../src/options/record.js";
 import createMemory, { type MemoryHandle } from "../../src/plugins/memory/index.js";
@@ -17,12 +18,14 @@ import { runningStack } from "../helpers/stack.js";
 
 export const DESCRIPTION = "the model disk";
 export const SIZE = 1024 * 1024;
+/** A metadata context the model plugin serves besides base:allocation. */
+export const DIRTY_BITMAP = "qemu:dirty-bitmap:model";
 /** The block size constraints the model plugin reports (NBD_INFO_BLOCK_SIZE). */
 export const BLOCK_SIZE = { minimum: 1, preferred: 4096, maximum: 32 * 1024 * 1024 };
 
 export interface Control {
-  /** NBD_OPT_LIST fails while set. */
-  failList: boolean;
+  /** NBD_OPT_LIST fails while set ("policy": refused with EPERM, as exportname-list=error). */
+  failList: boolean | "policy";
   /** While set, every pread waits for it. */
   gate: Deferred<void> | null;
   /** While set, every open waits for it. */
@@ -55,6 +58,7 @@ function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
     ...mem,
     name: "modelmem",
     listExports() {
+      if (ctl.failList === "policy") throw new NbdError(NBD_EPERM, "listing is not allowed here");
       if (ctl.failList) throw new Error("listing failed on purpose");
       return [{ name: "", description: DESCRIPTION }];
     },
@@ -69,6 +73,9 @@ function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
     },
     exportDescription: () => DESCRIPTION,
     blockSize: () => BLOCK_SIZE,
+    metaContexts: () => [DIRTY_BITMAP],
+    // Nothing is dirty.
+    contextExtents: (_h, _context, count) => [{ length: count, type: 0 }],
     async pread(h, buf, offset, flags) {
       ctl.reads++;
       if (ctl.gate) await ctl.gate.promise;
