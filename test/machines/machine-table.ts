@@ -148,10 +148,11 @@ export function rowKeys(r: TRow): string[] {
 }
 
 function rowName(r: TRow): string {
+  const key = (r.covers?.[0] ?? `${r.from} ${eventName(r.event.type)} [${r.guard ?? ""}]`).replace(/ \[\]$/, "");
   const ev = { ...r.event } as Record<string, unknown>;
   delete ev.type;
   const extra = Object.keys(ev).length ? ` ${JSON.stringify(ev, (_k, v) => (v instanceof Error ? `${v.name}: ${v.message}` : v))}` : "";
-  return `${r.from} + ${eventName(r.event.type)}${r.guard ? ` [${r.guard}]` : ""} -> ${r.to}` + (r.ctx ? ` ${JSON.stringify(r.ctx)}` : "") + extra;
+  return `${key} -> ${r.to}` + (r.ctx ? ` ${JSON.stringify(r.ctx)}` : "") + extra;
 }
 
 /** Run one row; returns what the machine decided. */
