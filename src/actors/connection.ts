@@ -77,6 +77,14 @@ const FAILURES_PER_SECOND = 5;
 const DEFAULT_FLUSH_TIMEOUT_MS = 30_000;
 
 export function connectionLogic(settings: ConnectionSettings, registry: Map<string, () => ConnectionStatus>) {
+  // Option records with an effect nobody provides are refused now, when the
+  // server starts, not at the first client (the connection would throw).
+  if (settings.optionRecords) {
+    const none = () => {
+      throw new Error("probe");
+    };
+    optionsFor({ queue: new ByteQueue(), stream: none, write: none }, { backend: {} as never, readonly: false, noZeroes: false, log: none }, { records: settings.optionRecords });
+  }
   return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>(({ input, receive, self, system, sendBack }) => {
     const { socket, id } = input;
     const backend = system.get("backend") as AnyActorRef;

@@ -97,8 +97,13 @@ export class ReplyQueue {
     this.onFlush?.();
   }
 
-  /** The socket is gone: nothing more is written; buffers are given back. */
+  /**
+   * Nothing more is written; buffers are given back. Replies still queued
+   * go out first while the socket is there (the connection closes its
+   * writing side right after: they are the last replies owed).
+   */
   close(): void {
+    if (!this.socket.destroyed) this.flush();
     this.closed = true;
     this.flush();
   }

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import dns from "node:dns/promises";
 import path from "node:path";
 import { Duplex } from "node:stream";
+import { assertProvided } from "../machines/effects.js";
 import { serverMachine } from "../machines/server.js";
 import type { Stack } from "../backend/stack.js";
 import { backendLogic } from "./backend.js";
@@ -172,7 +173,7 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
   // on; in-process tests may not) STARTTLS fails and closes the connection.
   const tls = opts.tls !== "off" && opts.tlsCredentials ? tlsServer(opts.tlsCredentials) : undefined;
   const actor = createActor(
-    serverMachine.provide({
+    assertProvided(serverMachine.provide({
       actors: {
         connection: connectionLogic(
           {
@@ -205,7 +206,7 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
           if (event.type === "CONNECTION") (event.socket as Duplex).destroy();
         },
       },
-    }),
+    })),
     { input: { maxConnections: opts.maxConnections, singleConnection: opts.singleConnection }, inspect: opts.inspect },
   );
   actor.subscribe({ error: (e) => log(`server: ${String(e)}`) });

@@ -28,16 +28,24 @@ export function declaredActor<I = unknown, O = void>(name: string) {
   return a;
 }
 
-/** Names of the actions and actors of `machine` that are still declared stubs. */
+/**
+ * Names of the actions and actors of `machine` that are still declared
+ * stubs, those of the machines it invokes included ("actor NAME: action X").
+ */
 export function unprovided(machine: AnyStateMachine): string[] {
   const out: string[] = [];
   const impl = machine.implementations as { actions?: Record<string, unknown>; actors?: Record<string, unknown> };
   for (const [kind, table] of [["action", impl.actions], ["actor", impl.actors]] as const) {
     for (const [name, v] of Object.entries(table ?? {})) {
       if (v && (v as Stubbed)[STUB] !== undefined) out.push(`${kind} ${name}`);
+      else if (kind === "actor" && isMachine(v)) out.push(...unprovided(v).map((x) => `actor ${name}: ${x}`));
     }
   }
   return out.sort();
+}
+
+function isMachine(v: unknown): v is AnyStateMachine {
+  return typeof v === "object" && v !== null && "implementations" in v && "root" in v;
 }
 
 /** Throw unless every declared effect of `machine` is provided (runners call this once). */

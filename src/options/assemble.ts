@@ -28,12 +28,12 @@ const closed = (why: string) => ({ target: "CLOSED" as const, actions: [reason(w
  * current, and is counted). One that answers and stays re-enters
  * AWAIT_OPTION, so the next option is read.
  */
-function taking(ts: unknown[]): unknown[] {
+function taking(ts: unknown[], onTake: readonly unknown[] = []): unknown[] {
   return ts.map((t) => {
     const o = t as { actions?: unknown; target?: unknown };
     const acts = o.actions === undefined ? [] : Array.isArray(o.actions) ? o.actions : [o.actions];
     const stay = o.target === undefined ? { target: "AWAIT_OPTION", reenter: true } : {};
-    return { ...(t as object), ...stay, actions: ["takeOption", ...acts] };
+    return { ...(t as object), ...stay, actions: ["takeOption", ...onTake, ...acts] };
   });
 }
 
@@ -114,7 +114,7 @@ export function assembleOptionsMachine(records: readonly OptionRecord[]): AnySta
   for (const r of records) {
     if (seen.has(r.option)) throw new Error(`two records for option ${r.option}`);
     seen.add(r.option);
-    on[r.event] = taking([...prelude(r), ...r.transitions]);
+    on[r.event] = taking([...prelude(r), ...r.transitions], r.onTake);
     Object.assign(states, r.states);
     Object.assign(guards, r.guards);
     Object.assign(actions, r.actions);

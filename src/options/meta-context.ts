@@ -71,11 +71,11 @@ const state = {
   },
 };
 
-const transitions = (set: boolean) => [
+const transitions = [
   // --no-mc: as a server that does not know meta contexts.
   { guard: "metaContextsRefused", actions: err("NBD_REP_ERR_UNSUP", "meta contexts are disabled on this server") },
   { guard: "structuredRepliesOff", actions: err("NBD_REP_ERR_INVALID", "meta contexts need structured replies") },
-  set ? { target: "META_CONTEXTS", actions: "forgetMetaContexts" } : { target: "META_CONTEXTS" },
+  { target: "META_CONTEXTS" },
 ];
 
 const shared = {
@@ -122,7 +122,7 @@ export const listMetaContextOption: OptionRecord = {
   event: "NBD_OPT_LIST_META_CONTEXT",
   decode,
   examples,
-  transitions: transitions(false),
+  transitions,
   ...shared,
 };
 
@@ -131,6 +131,9 @@ export const setMetaContextOption: OptionRecord = {
   event: "NBD_OPT_SET_META_CONTEXT",
   decode,
   examples,
-  transitions: transitions(true),
+  // SET "replaces all previously-set metadata contexts (including when this
+  // command fails)": whatever the answer, the old selection is gone.
+  onTake: ["forgetMetaContexts"],
+  transitions,
   ...shared,
 };

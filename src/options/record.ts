@@ -126,6 +126,8 @@ export interface OptionRecord {
   beforeTls?: "refuse" | "allow" | "close";
   /** A malformed payload: NBD_REP_ERR_INVALID (default), or the connection is closed. */
   onMalformed?: "invalid" | "close";
+  /** Actions whenever the option is taken, before any rule (a SET_META_CONTEXT replaces the selection even when refused). */
+  onTake?: readonly unknown[];
   /** This option's transitions in AWAIT_OPTION, after the common checks. */
   transitions: readonly unknown[];
   /** States this option adds (several records may share one by giving the same config). */

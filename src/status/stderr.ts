@@ -1,6 +1,6 @@
 // --inspect=stderr: one line per machine transition, for logs:
 //
-//   nbdstate: inspect: options x:7: AWAIT_OPTION --NBD_OPT_GO--> OPEN_EXPORT
+//   nbdstate: inspect: options conn-1/options: AWAIT_OPTION --xstate.done.actor.readOption--> OPEN_EXPORT_GO
 //
 // Built on xstate's inspection events: a @xstate.snapshot event carries the
 // event just processed and the resulting snapshot; the previous state is
@@ -16,9 +16,16 @@ interface Seen {
   took: boolean;
 }
 
-/** The actor as the log names it: machine, actor id, and the layer it belongs to when known. */
+/**
+ * The actor as the log names it: machine, actor id, and the layer it
+ * belongs to when known. A connection's phases are invoked under the same
+ * ids in every connection: they are named by their connection too
+ * ("options conn-3/options").
+ */
 function label(ref: ActorRefLike, machine: string, context: unknown): string {
-  const id = (ref as unknown as { id?: string }).id ?? ref.sessionId;
+  const r = ref as unknown as { id?: string; _parent?: ActorRefLike & { id?: string } };
+  let id = r.id ?? ref.sessionId;
+  if (r._parent && machineOf(r._parent) === "connection") id = `${r._parent.id ?? r._parent.sessionId}/${id}`;
   const c = context as { layer?: unknown } | undefined;
   return typeof c?.layer === "string" ? `${machine} ${id} (${c.layer})` : `${machine} ${id}`;
 }

@@ -59,7 +59,7 @@ describe.skipIf(!nbdinfoOk)("--inspect=stderr", () => {
     await srv?.stop();
   });
 
-  it("logs handshake -> options -> transmission for one nbdinfo connection, then the shutdown", async () => {
+  it("logs one nbdinfo connection: the connection machine, its handshake, options and transmission, its teardown, then the shutdown", async () => {
     srv = await startServer(["--inspect=stderr", "memory", "1M"]);
     const r = await runOk("nbdinfo", ["--json", srv.uri]);
     expect(JSON.parse(r.stdout).exports[0]["export-size"]).toBe(1 << 20);
@@ -79,23 +79,47 @@ describe.skipIf(!nbdinfoOk)("--inspect=stderr", () => {
     i = at(i, "layer running", (x) => x.machine === "backendLifecycle" && x.from === "forking" && x.to === "running");
     const listening = at(i, "server listening", (x) => x.machine === "server" && x.from === "(start)" && x.to === "LISTENING");
 
-    // nbdinfo's connection (the test harness's readiness probe came and went before it).
+    // nbdinfo's connection: the connection machine is the root actor; it invokes handshake, options and
+    // transmission in turn (named CONN/PHASE). The test harness's readiness probe came and went before it.
     const hsDone = at(listening, "handshake done", (x) =>
-      x.machine === "handshake" && x.from === "AWAIT_CLIENT_FLAGS" && x.event === "CLIENT_FLAGS" && x.to === "NEGOTIATING" && x.status === "done");
-    const hs = t[hsDone]!.actor;
-    const hsStart = at(listening, "handshake start", (x) => x.actor === hs && x.from === "(start)" && x.to === "AWAIT_CLIENT_FLAGS");
-    expect(hsStart).toBeLessThan(hsDone);
-    const accepted = t.slice(0, hsStart).map((x) => x.machine === "server" && x.event === "CONNECTION").lastIndexOf(true);
-    expect(accepted, "server CONNECTION before the handshake").toBeGreaterThan(listening);
-
-    i = at(hsDone, "options start", (x) => x.machine === "options" && x.from === "(start)" && x.to === "AWAIT_OPTION");
-    i = at(i, "NBD_OPT_GO", (x) => x.machine === "options" && x.from === "AWAIT_OPTION" && x.event === "NBD_OPT_GO" && x.to === "OPEN_EXPORT");
+      x.machine === "handshake" && x.from === "AWAIT_CLIENT_FLAGS" && x.event === "xstate.done.actor.readClientFlags" && x.to === "NEGOTIATING" && x.status === "done");
+    const conn = t[hsDone]!.actor.split("/")[0]!;
+    expect(conn).toMatch(/^conn-\d+$/);
+    const of = (phase: string) => `${conn}/${phase}`;
+    const connStart = at(listening, "connection start", (x) => x.machine === "connection" && x.actor === conn && x.from === "(start)" && x.to === "PRECONNECT");
+    expect(t.slice(listening, connStart + 2).some((x) => x.machine === "server" && x.event === "CONNECTION"), "the server took the connection").toBe(true);
+    // The connection's own lines: every phase, then its teardown, in order.
+    let c = connStart;
+    for (const [from, event, to] of [
+      ["PRECONNECT", "xstate.done.actor.preconnect", "HANDSHAKE"],
+      ["HANDSHAKE", "xstate.done.actor.handshake", "OPTIONS"],
+      ["OPTIONS", "xstate.done.actor.options", "TRANSMISSION"],
+      ["TRANSMISSION", "xstate.done.actor.transmission", "CLOSING"],
+      ["CLOSING", "xstate.done.actor.closeExport", "FLUSHING"],
+      ["FLUSHING", "xstate.done.actor.flushSocket", "CLOSED"],
+    ] as const) {
+      c = at(c, `connection ${from} -> ${to}`, (x) => x.actor === conn && x.from === from && x.event === event && x.to === to);
+    }
+    expect(t[c]!.status).toBe("done");
+    // Each phase machine's lines, between the connection entering and leaving it.
+    const phase = (m: string) => t.map((x, k) => [x, k] as const).filter(([x]) => x.actor === of(m));
+    const hsLines = phase("handshake");
+    expect(hsLines.map(([x]) => `${x.from} -> ${x.to}`)).toEqual(["(start) -> AWAIT_CLIENT_FLAGS", "AWAIT_CLIENT_FLAGS -> NEGOTIATING"]);
+    const opt = phase("options");
+    expect(opt[0]![0]).toMatchObject({ from: "(start)", to: "AWAIT_OPTION" });
+    // nbdinfo: INFO and meta contexts, then GO (each option read by readOption, then its effect).
+    i = at(opt[0]![1], "NBD_OPT_GO", (x) => x.actor === of("options") && x.from === "AWAIT_OPTION" && x.event === "xstate.done.actor.readOption" && x.to === "OPEN_EXPORT_GO");
     i = at(i, "options -> transmission", (x) =>
-      x.machine === "options" && x.from === "OPEN_EXPORT" && x.event === "EXPORT_READY" && x.to === "TRANSMISSION" && x.status === "done");
-    i = at(i, "transmission SERVING", (x) => x.machine === "transmission" && x.from === "(start)" && x.to === "SERVING");
-    i = at(i, "NBD_CMD_DISC", (x) => x.machine === "transmission" && x.from === "SERVING" && x.event === "NBD_CMD_DISC" && x.to === "DRAINING");
-    i = at(i, "transmission closed", (x) => x.machine === "transmission" && x.to === "CLOSED" && x.status === "done");
-    i = at(i, "connection gone", (x) => x.machine === "server" && x.event === "CONNECTION_CLOSED");
+      x.actor === of("options") && x.from === "OPEN_EXPORT_GO" && x.event === "xstate.done.actor.openExport" && x.to === "TRANSMISSION" && x.status === "done");
+    expect(opt.some(([x]) => x.to === "OPEN_EXPORT_INFO"), "nbdinfo asks NBD_OPT_INFO first").toBe(true);
+    const tx = phase("transmission");
+    expect(tx.map(([x]) => `${x.from} --${x.event}--> ${x.to}`)).toEqual([
+      "(start) --xstate.init--> SERVING",
+      "SERVING --NBD_CMD_DISC--> DRAINING",
+      "DRAINING --xstate.done.actor.awaitReplies--> CLOSED",
+    ]);
+    expect(tx.at(-1)![0].status).toBe("done");
+    i = at(tx.at(-1)![1], "connection gone", (x) => x.machine === "server" && x.event === "CONNECTION_CLOSED");
     // SIGTERM: the server stops, the layer unloads.
     i = at(i, "server stopped", (x) => x.machine === "server" && x.event === "SHUTDOWN" && x.status === "done");
     at(i, "layer unloaded", (x) => x.machine === "backendLifecycle" && x.from === "unloading" && x.to === "unloaded");
@@ -104,7 +128,7 @@ describe.skipIf(!nbdinfoOk)("--inspect=stderr", () => {
     const ctx = t.filter((x) => x.machine === "context" && x.to === "open").map((x) => x.actor);
     expect(ctx.length).toBeGreaterThan(0);
     for (const id of ctx) expect(t.some((x) => x.actor === id && x.to === "closed" && x.status === "done")).toBe(true);
-    // Each handshake/options/transmission actor's lines chain: FROM is the previous TO.
+    // Each actor's lines chain: FROM is the previous TO (a connection's phases are named by their connection).
     const last = new Map<string, string>();
     for (const x of t) {
       if (x.from !== "(start)") expect(x.from, x.line).toBe(last.get(x.actor));
@@ -153,7 +177,15 @@ describe.skipIf(isNbdkit)("--inspect=ws://127.0.0.1:PORT against a local relay",
     await new Promise<void>((r) => relay?.close(() => r()));
   });
 
-  const names = () => new Map(messages.filter((m) => m.type === "@xstate.actor").map((m) => [m.sessionId, m.name]));
+  /** The machine each actor runs (its definition's id: a connection actor is named conn-N, its machine is "connection"). */
+  const machineOf = (m: Message & { definition?: string }) => {
+    try {
+      return (JSON.parse(m.definition ?? "{}") as { id?: string }).id ?? m.name;
+    } catch {
+      return m.name;
+    }
+  };
+  const names = () => new Map(messages.filter((m) => m.type === "@xstate.actor").map((m) => [m.sessionId, machineOf(m)]));
   const snapshotsOf = (machine: string) => {
     const n = names();
     return messages.filter((m) => m.type === "@xstate.snapshot" && n.get(m.sessionId) === machine);
@@ -174,7 +206,19 @@ describe.skipIf(isNbdkit)("--inspect=ws://127.0.0.1:PORT against a local relay",
       for (const m of snapshotsOf("handshake")) hs.set(m.sessionId, [...(hs.get(m.sessionId) ?? []), m.snapshot?.value]);
       expect([...hs.values()]).toContainEqual(["AWAIT_CLIENT_FLAGS", "NEGOTIATING"]);
       expect(snapshotsOf("options").map((m) => m.snapshot?.value)).toContain("TRANSMISSION");
-      expect(messages.some((m) => m.type === "@xstate.event" && m.event?.type === "NBD_OPT_GO")).toBe(true);
+      // The option arrives as readOption's outcome, the decoded option in it.
+      const readOptions = messages.filter((m) => m.type === "@xstate.event" && m.event?.type === "xstate.done.actor.readOption");
+      expect(readOptions.map((m) => (m.event!.output as { type?: string } | undefined)?.type)).toContain("NBD_OPT_GO");
+      // The connection machine is the root of each connection; the phases are its invoked children.
+      expect(snapshotsOf("connection").map((m) => m.snapshot?.value)).toEqual(expect.arrayContaining(["PRECONNECT", "HANDSHAKE", "OPTIONS", "TRANSMISSION"]));
+      const actors = messages.filter((m) => m.type === "@xstate.actor") as (Message & { parentId?: string })[];
+      const connection = new Set(actors.filter((m) => machineOf(m) === "connection").map((m) => m.sessionId));
+      expect(actors.filter((m) => machineOf(m) === "connection").map((m) => m.name)).toContainEqual(expect.stringMatching(/^conn-\d+$/));
+      for (const phase of ["handshake", "options", "transmission"]) {
+        const children = actors.filter((m) => machineOf(m) === phase);
+        expect(children.length, phase).toBeGreaterThan(0);
+        for (const m of children) expect(connection.has(String(m.parentId)), `${phase}'s parent is a connection`).toBe(true);
+      }
       for (const m of messages) {
         expect(m.type).toMatch(/^@xstate\.(actor|event|snapshot)$/);
         expect(typeof m.sessionId).toBe("string");

@@ -2,8 +2,11 @@
 // connection and backend actors are stubs and whose side effects are spies.
 import { describe, expect, it } from "vitest";
 import { createActor, fromCallback } from "xstate";
+import { NbdClient } from "../../src/client/index.js";
 import { serverMachine } from "../../src/machines/server.js";
+import { handshake, RawConn } from "../helpers/raw.js";
 import { spied } from "./actor-table.js";
+import { startInProcess } from "./inproc.js";
 import { candidates } from "./table.js";
 
 interface Child {
@@ -12,7 +15,7 @@ interface Child {
   stopped: boolean;
 }
 
-function harness(maxConnections?: number) {
+function harness(maxConnections?: number, singleConnection?: boolean) {
   const log: string[] = [];
   const extra: Record<string, unknown[]> = {};
   const children = new Map<string, Child>();
@@ -32,7 +35,7 @@ function harness(maxConnections?: number) {
       }) as never,
     },
   });
-  const actor = createActor(m, { input: { maxConnections } });
+  const actor = createActor(m, { input: { maxConnections, singleConnection } });
   actor.subscribe({ error: () => {} });
   actor.start();
   const connect = (n = 1) => {
@@ -46,6 +49,7 @@ const covered = [
   "LISTENING CONNECTION []",
   "LISTENING CONNECTION [atConnectionLimit]",
   "LISTENING CONNECTION_CLOSED []",
+  "LISTENING CONNECTION_CLOSED [singleConnectionDone]",
   "LISTENING SHUTDOWN []",
   "SHUTTING_DOWN CONNECTION []",
   "SHUTTING_DOWN CONNECTION_CLOSED []",
@@ -61,7 +65,8 @@ describe("serverMachine", () => {
     const h = harness();
     const s = h.actor.getSnapshot();
     expect(s.value).toBe("LISTENING");
-    expect(s.context).toEqual({ nextId: 1, connections: [], maxConnections: Infinity });
+    expect(s.context).toEqual({ nextId: 1, connections: [], maxConnections: Infinity, single: false });
+    expect(harness(4, true).actor.getSnapshot().context).toEqual({ nextId: 1, connections: [], maxConnections: 4, single: true });
     expect(h.backendStarted()).toBe(1);
     expect(h.actor.system.get("backend")).toBeDefined();
   });
@@ -155,6 +160,39 @@ describe("serverMachine", () => {
     expect(h.log).toEqual(["stopAccepting"]);
   });
 
+  // -s (nbdkit's --single): "serve one connection, then exit".
+  it("-s: LISTENING + CONNECTION [atConnectionLimit]: a second client is refused while the first is served", () => {
+    const h = harness(undefined, true);
+    h.connect(2);
+    const s = h.actor.getSnapshot();
+    expect(s.context).toMatchObject({ nextId: 2, connections: ["conn-1"] });
+    expect(h.children.size).toBe(1);
+    expect(h.log).toEqual(["refuseConnection"]);
+    const [{ args }] = h.extra.refuseConnection as { args: { event: { socket: unknown } } }[];
+    expect(args.event.socket).toEqual({ n: 1 });
+  });
+
+  it("-s: LISTENING + CONNECTION_CLOSED [singleConnectionDone]: the one connection gone, the server stops", () => {
+    const h = harness(undefined, true);
+    h.connect();
+    h.actor.send({ type: "CONNECTION_CLOSED", id: "conn-1" });
+    const s = h.actor.getSnapshot();
+    expect(s.value).toBe("STOPPED");
+    expect(s.status).toBe("done");
+    expect(h.children.get("conn-1")!.stopped).toBe(true);
+    expect(s.context.connections).toEqual([]);
+    expect(h.log).toEqual(["stopAccepting"]);
+  });
+
+  it("without -s, the last connection closing does not stop the server", () => {
+    const h = harness();
+    h.connect();
+    h.actor.send({ type: "CONNECTION_CLOSED", id: "conn-1" });
+    expect(h.actor.getSnapshot().value).toBe("LISTENING");
+    h.connect();
+    expect(h.actor.getSnapshot().context.connections).toEqual(["conn-2"]);
+  });
+
   it("finished connections do not accumulate in the snapshot", () => {
     const h = harness();
     for (let i = 1; i <= 50; i++) {
@@ -164,5 +202,29 @@ describe("serverMachine", () => {
     const s = h.actor.getSnapshot();
     expect(Object.keys(s.children)).toEqual(["backend"]);
     expect(s.context).toMatchObject({ nextId: 51, connections: [] });
+  });
+});
+
+describe("-s through the real server (startServer with singleConnection)", () => {
+  it("serves the first client, refuses a second meanwhile, and stops once the first has gone", async () => {
+    const t = await startInProcess({ singleConnection: true });
+    try {
+      const first = await NbdClient.open({ path: t.sock });
+      await first.pwrite(Buffer.alloc(512, 7), 0);
+      // The second is accepted by the kernel, then closed unanswered: no greeting.
+      const second = await RawConn.connect(t.sock);
+      await expect(handshake(second)).rejects.toThrow(/closed/);
+      expect(t.srv.connections().map((c) => c.id)).toEqual(["conn-1"]);
+      // The first one is not disturbed.
+      expect(await first.pread(512, 0)).toEqual(Buffer.alloc(512, 7));
+      let stopped = false;
+      void t.srv.closed.then(() => (stopped = true));
+      await first.disconnect();
+      await t.srv.closed;
+      expect(stopped).toBe(true);
+      expect(t.ctl.closes).toBe(t.ctl.opens);
+    } finally {
+      await t.stop();
+    }
   });
 });

@@ -1,62 +1,66 @@
-// Wire-level checks shared by the model tests: the payload of each option
-// reply, and "this connection really is in transmission".
+// Wire-level checks shared by the model tests: "this connection really is in
+// transmission, with the reply format and meta contexts it negotiated".
 import { expect } from "vitest";
-import type { OptionsEvent } from "../../src/machines/options.js";
 import * as C from "../../src/protocol/constants.js";
 import {
-  decodeInfoReply, decodeMetaContextReply, decodeServerReply, decodeSimpleReplyHeader, decodeStructuredReplyHeader,
-  encodeRequest, readU64,
+  decodeBlockStatusPayload, decodeExtendedReplyHeader, decodeSimpleReplyHeader, decodeStructuredReplyHeader, encodeRequest, readU64,
 } from "../../src/protocol/wire.js";
-import type { OptionReply, RawConn } from "../helpers/raw.js";
-import { waitFor } from "../helpers/server.js";
-import { DESCRIPTION, SIZE, type InProcess } from "./inproc.js";
+import type { RawConn } from "../helpers/raw.js";
 
-/** Check the data of one option reply frame. */
-export async function readBack(r: OptionReply, ev: OptionsEvent, after: { context: { structuredReplies: boolean } }): Promise<void> {
-  switch (r.type) {
-    case C.NBD_REP_ACK:
-      expect(r.data.length).toBe(0);
-      break;
-    case C.NBD_REP_SERVER:
-      expect(decodeServerReply(r.data)).toEqual({ name: "", description: DESCRIPTION });
-      break;
-    case C.NBD_REP_INFO: {
-      const info = decodeInfoReply(r.data);
-      const infos = "infos" in ev ? ev.infos : [];
-      if ("size" in info) {
-        expect(info.size).toBe(SIZE);
-        // "NBD_FLAG_SEND_DF ... only if structured replies have been negotiated".
-        expect(info.transmissionFlags & C.NBD_FLAG_SEND_DF ? true : false).toBe(after.context.structuredReplies);
-      } else {
-        expect(infos).toContain(info.type);
-        if ("name" in info) expect(info.name).toBe("");
-        if ("description" in info) expect(info.description).toBe(DESCRIPTION);
-        if ("minimum" in info) expect(info.minimum).toBeLessThanOrEqual(info.preferred);
-      }
-      break;
-    }
-    case C.NBD_REP_META_CONTEXT:
-      expect(decodeMetaContextReply(r.data)).toEqual({ id: expect.any(Number), name: C.BASE_ALLOCATION });
-      break;
-    default:
-      expect(r.type & 0x80000000, `reply 0x${r.type.toString(16)}`).not.toBe(0);
-      expect(r.data.toString("utf8").length, "error replies carry a message").toBeGreaterThan(0);
-  }
+export interface NegotiatedFormat {
+  structuredReplies: boolean;
+  extendedHeaders: boolean;
+  /** The meta contexts selected for the export (by id). */
+  metaContexts: { id: number; name: string }[];
 }
 
-/** One READ answered (simple or structured as negotiated), then NBD_CMD_DISC closes the connection. */
-export async function transmissionWorks(t: InProcess, conn: RawConn, structured: boolean): Promise<void> {
-  expect(await waitFor(() => t.phases()[0] === "SERVING", 2000, 2), `phase ${t.phases()[0]}`).toBe(true);
-  conn.write(encodeRequest(0, C.NBD_CMD_READ, 77n, 512, 512));
-  if (structured) {
-    const h = decodeStructuredReplyHeader(await conn.read(20, 3000));
-    expect(h).toMatchObject({ flags: C.NBD_REPLY_FLAG_DONE, type: C.NBD_REPLY_TYPE_OFFSET_DATA, cookie: 77n, length: 8 + 512 });
-    const body = await conn.read(8 + 512, 3000);
-    expect(readU64(body, 0)).toBe(512);
-  } else {
+/** One chunk header of a structured or extended reply. */
+async function chunk(conn: RawConn, ext: boolean) {
+  if (ext) return decodeExtendedReplyHeader(await conn.read(32, 3000));
+  return { ...decodeStructuredReplyHeader(await conn.read(20, 3000)), offset: undefined };
+}
+
+/**
+ * A READ answered in the negotiated format (simple, structured, or with
+ * extended headers); a BLOCK_STATUS answered for every selected context
+ * (with its id) or refused when none is; then NBD_CMD_DISC closes.
+ */
+export async function transmissionWorks(conn: RawConn, n: NegotiatedFormat): Promise<void> {
+  const ext = n.extendedHeaders;
+  conn.write(encodeRequest(0, C.NBD_CMD_READ, 77n, 512, 512, ext));
+  if (!n.structuredReplies) {
     expect(decodeSimpleReplyHeader(await conn.read(16, 3000))).toEqual({ error: 0, cookie: 77n });
     await conn.read(512, 3000);
+  } else {
+    const h = await chunk(conn, ext);
+    expect(h).toMatchObject({ flags: C.NBD_REPLY_FLAG_DONE, type: C.NBD_REPLY_TYPE_OFFSET_DATA, cookie: 77n, length: 8 + 512 });
+    if (ext) expect(h.offset, "an extended reply echoes the request offset").toBe(512);
+    const body = await conn.read(8 + 512, 3000);
+    expect(readU64(body, 0)).toBe(512);
   }
-  conn.write(encodeRequest(0, C.NBD_CMD_DISC, 78n, 0, 0));
+  conn.write(encodeRequest(0, C.NBD_CMD_BLOCK_STATUS, 78n, 0, 4096, ext));
+  if (n.metaContexts.length === 0) {
+    // "A client MUST NOT send NBD_CMD_BLOCK_STATUS unless ... NBD_OPT_SET_META_CONTEXT": refused, EINVAL.
+    if (!n.structuredReplies) expect(decodeSimpleReplyHeader(await conn.read(16, 3000))).toEqual({ error: C.NBD_EINVAL, cookie: 78n });
+    else {
+      const h = await chunk(conn, ext);
+      expect(h).toMatchObject({ flags: C.NBD_REPLY_FLAG_DONE, type: C.NBD_REPLY_TYPE_ERROR, cookie: 78n });
+      const body = await conn.read(h.length, 3000);
+      expect(body.readUInt32BE(0)).toBe(C.NBD_EINVAL);
+    }
+  } else {
+    const ids: number[] = [];
+    for (let i = 0; i < n.metaContexts.length; i++) {
+      const h = await chunk(conn, ext);
+      expect(h.type).toBe(ext ? C.NBD_REPLY_TYPE_BLOCK_STATUS_EXT : C.NBD_REPLY_TYPE_BLOCK_STATUS);
+      expect(h.cookie).toBe(78n);
+      expect(h.flags & C.NBD_REPLY_FLAG_DONE, "DONE on the last chunk only").toBe(i === n.metaContexts.length - 1 ? C.NBD_REPLY_FLAG_DONE : 0);
+      const p = decodeBlockStatusPayload(await conn.read(h.length, 3000), ext);
+      ids.push(p.contextId);
+      expect(p.extents.reduce((a, e) => a + e.length, 0)).toBeGreaterThan(0);
+    }
+    expect(ids.sort()).toEqual(n.metaContexts.map((m) => m.id).sort());
+  }
+  conn.write(encodeRequest(0, C.NBD_CMD_DISC, 79n, 0, 0, ext));
   expect(await conn.waitClosed(3000), "NBD_CMD_DISC closes the connection").toBe(true);
 }

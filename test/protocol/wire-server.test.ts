@@ -3,7 +3,7 @@
 // and src/actors/replies.ts frames read back with src/protocol/wire.ts.
 import { describe, expect, it } from "vitest";
 import { ByteQueue, EofError } from "../../src/actors/byte-queue.js";
-import type { ExportInfo } from "../../src/actors/export-info.js";
+import type { ExportInfo } from "../../src/options/export-info.js";
 import {
   blockStatusChunk, CHUNK_HEADER, DATA_CHUNK_HEADER, errorChunk, SIMPLE_HEADER, simpleReply, writeChunkHeader, writeSimpleHeader,
 } from "../../src/actors/replies.js";
@@ -19,12 +19,15 @@ const { NBD_EINVAL: EINVAL, NBD_EPERM: EPERM, NBD_ENOSPC: ENOSPC } = C;
 const ALL_FLAGS = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_FLUSH | C.NBD_FLAG_SEND_FUA | C.NBD_FLAG_SEND_TRIM |
   C.NBD_FLAG_SEND_WRITE_ZEROES | C.NBD_FLAG_SEND_DF | C.NBD_FLAG_SEND_CACHE | C.NBD_FLAG_SEND_FAST_ZERO;
 
-function limits(o: Partial<ExportInfo> & { structuredReplies?: boolean; baseAllocationId?: number } = {}): RequestLimits {
-  const { structuredReplies = true, baseAllocationId = 1, ...info } = o;
+function limits(
+  o: Partial<ExportInfo> & { structuredReplies?: boolean; extendedHeaders?: boolean; contexts?: number } = {},
+): RequestLimits {
+  const { structuredReplies = true, extendedHeaders = false, contexts = 1, ...info } = o;
   return {
     info: { name: "", size: MiB, flags: ALL_FLAGS, description: null, blockSize: { minimum: 1, preferred: 4096, maximum: C.MAX_REQUEST_SIZE }, canWrite: true, canFua: true, ...info },
     structuredReplies,
-    baseAllocationId,
+    extendedHeaders,
+    contexts,
   };
 }
 
@@ -77,7 +80,8 @@ describe("checkRequest: command x flag", () => {
     for (const cmd of Object.keys(CMDS) as Cmd[]) expect(check(cmd, C.NBD_CMD_FLAG_FUA, noFua), cmd).toBe(EINVAL);
     expect(check("READ", C.NBD_CMD_FLAG_DF, limits({ structuredReplies: false }))).toBe(EINVAL);
     expect(check("WRITE_ZEROES", C.NBD_CMD_FLAG_FAST_ZERO, limits({ flags: ALL_FLAGS & ~C.NBD_FLAG_SEND_FAST_ZERO }))).toBe(EINVAL);
-    expect(check("BLOCK_STATUS", 0, limits({ baseAllocationId: 0 })), "no meta context selected").toBe(EINVAL);
+    expect(check("BLOCK_STATUS", 0, limits({ contexts: 0 })), "no meta context selected").toBe(EINVAL);
+    expect(check("BLOCK_STATUS", 0, limits({ contexts: 2 })), "two meta contexts selected").toBe(0);
   });
 
   it("a command needs its transmission flag advertised", () => {
@@ -86,6 +90,65 @@ describe("checkRequest: command x flag", () => {
     expect(check("TRIM", 0, without(C.NBD_FLAG_SEND_TRIM))).toBe(EINVAL);
     expect(check("CACHE", 0, without(C.NBD_FLAG_SEND_CACHE))).toBe(EINVAL);
     expect(check("WRITE_ZEROES", 0, without(C.NBD_FLAG_SEND_WRITE_ZEROES))).toBe(EINVAL);
+  });
+});
+
+// NBD_CMD_FLAG_PAYLOAD_LEN (doc/proto.md, extended headers): "This flag MUST
+// NOT be set unless extended headers were negotiated"; with them "the client
+// MUST set this flag" on NBD_CMD_WRITE; on NBD_CMD_BLOCK_STATUS it means a
+// payload of context ids, "only if NBD_FLAG_BLOCK_STATUS_PAYLOAD" was
+// advertised; no other command takes a payload.
+describe("checkRequest: NBD_CMD_FLAG_PAYLOAD_LEN", () => {
+  const PL = C.NBD_CMD_FLAG_PAYLOAD_LEN;
+  const ext = (o: Partial<ExportInfo> = {}) => limits({ extendedHeaders: true, ...o });
+  const withPayloadStatus = ext({ flags: ALL_FLAGS | C.NBD_FLAG_BLOCK_STATUS_PAYLOAD });
+
+  it("compact headers: the flag is EINVAL on every command, a WRITE without it is fine", () => {
+    for (const cmd of Object.keys(CMDS) as Cmd[]) {
+      expect(check(cmd, PL), cmd).toBe(EINVAL);
+      expect(check(cmd, PL, limits({ flags: ALL_FLAGS | C.NBD_FLAG_BLOCK_STATUS_PAYLOAD })), `${cmd}, payload block status advertised`).toBe(EINVAL);
+    }
+    expect(check("WRITE", 0)).toBe(0);
+    expect(check("WRITE", C.NBD_CMD_FLAG_FUA)).toBe(0);
+  });
+
+  it("extended headers: NBD_CMD_WRITE requires it (alone or with FUA)", () => {
+    expect(check("WRITE", 0, ext()), "WRITE without PAYLOAD_LEN").toBe(EINVAL);
+    expect(check("WRITE", C.NBD_CMD_FLAG_FUA, ext()), "WRITE+FUA without PAYLOAD_LEN").toBe(EINVAL);
+    expect(check("WRITE", PL, ext())).toBe(0);
+    expect(check("WRITE", PL | C.NBD_CMD_FLAG_FUA, ext())).toBe(0);
+    // The flag does not lift the other checks.
+    expect(check("WRITE", PL | C.NBD_CMD_FLAG_DF, ext()), "DF on a WRITE").toBe(EINVAL);
+    expect(check("WRITE", PL, ext(), MiB, 512), "past the end").toBe(ENOSPC);
+    expect(check("WRITE", PL, ext({ canWrite: false, canFua: false, flags: C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_READ_ONLY })), "read-only").toBe(EPERM);
+  });
+
+  it("extended headers: NBD_CMD_BLOCK_STATUS takes it only when NBD_FLAG_BLOCK_STATUS_PAYLOAD was advertised", () => {
+    expect(check("BLOCK_STATUS", PL, ext()), "not advertised").toBe(EINVAL);
+    expect(check("BLOCK_STATUS", PL, withPayloadStatus)).toBe(0);
+    expect(check("BLOCK_STATUS", PL | C.NBD_CMD_FLAG_REQ_ONE, withPayloadStatus)).toBe(0);
+    // Without the flag, the header form still works.
+    expect(check("BLOCK_STATUS", 0, ext())).toBe(0);
+    expect(check("BLOCK_STATUS", 0, withPayloadStatus)).toBe(0);
+    expect(checkRequest({ ...withPayloadStatus, contexts: 0 }, C.NBD_CMD_BLOCK_STATUS, PL, 0, 512), "no meta context selected").toBe(EINVAL);
+  });
+
+  it("extended headers: every other command refuses it", () => {
+    for (const cmd of ["READ", "FLUSH", "TRIM", "CACHE", "WRITE_ZEROES"] as const) {
+      expect(check(cmd, PL, withPayloadStatus), cmd).toBe(EINVAL);
+      expect(check(cmd, 0, withPayloadStatus), `${cmd} without it`).toBe(0);
+    }
+  });
+
+  it("extended headers: the command x flag rules hold as with compact ones (WRITE with PAYLOAD_LEN)", () => {
+    for (const cmd of Object.keys(CMDS) as Cmd[]) {
+      const must = cmd === "WRITE" ? PL : 0;
+      for (let i = 0; i < 16; i++) {
+        const b = 1 << i;
+        if (b === PL) continue;
+        expect(check(cmd, b | must, withPayloadStatus), `${cmd} ${FLAG_NAMES[b] ?? `bit ${i}`}`).toBe(SPEC_ALLOWED[cmd] & b ? 0 : EINVAL);
+      }
+    }
   });
 });
 
