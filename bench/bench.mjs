@@ -175,9 +175,9 @@ const GROUPS = {
     sessions: [{
       args: memory,
       async run(s, rec) {
-        rec("fresh write", await copyTo(s.uri), "ms");
-        rec("overwrite", await copyTo(s.uri), "ms");
-        rec("sequential read", await copyFrom(s.uri), "ms");
+        rec("memory: fresh write", await copyTo(s.uri), "ms");
+        rec("memory: overwrite", await copyTo(s.uri), "ms");
+        rec("memory: sequential read", await copyFrom(s.uri), "ms");
       },
     }],
   },
@@ -187,8 +187,8 @@ const GROUPS = {
       args: memory,
       async run(s, rec) {
         await copyTo(s.uri);
-        rec("4k random read", await fio(s.uri, "randread"), "IOPS");
-        rec("4k random write", await fio(s.uri, "randwrite"), "IOPS");
+        rec("memory: 4k random read", await fio(s.uri, "randread"), "IOPS");
+        rec("memory: 4k random write", await fio(s.uri, "randwrite"), "IOPS");
       },
     }],
   },
@@ -197,8 +197,8 @@ const GROUPS = {
     sessions: [{
       args: () => ["null", `size=${size}`],
       async run(s, rec) {
-        rec("null write", await copyTo(s.uri), "ms");
-        rec("null read (--no-extents)", await copyFrom(s.uri, "--no-extents"), "ms");
+        rec("null: write", await copyTo(s.uri), "ms");
+        rec("null: read (--no-extents)", await copyFrom(s.uri, "--no-extents"), "ms");
       },
     }],
   },
@@ -209,8 +209,8 @@ const GROUPS = {
       before: () => copyFileSync(src, join(work, "disk.img")),
       after: () => rmSync(join(work, "disk.img"), { force: true }),
       async run(s, rec) {
-        rec("file read", await copyFrom(s.uri), "ms");
-        rec("file write", await copyTo(s.uri), "ms");
+        rec("file on tmpfs: read", await copyFrom(s.uri), "ms");
+        rec("file on tmpfs: write", await copyTo(s.uri), "ms");
       },
     }],
   },
@@ -221,8 +221,8 @@ const GROUPS = {
       tls: true,
       async run(s, rec) {
         await copyTo(s.uri);
-        rec("TLS write (overwrite)", await copyTo(s.uri), "ms");
-        rec("TLS read", await copyFrom(s.uri), "ms");
+        rec("TLS-PSK: write (memory, overwrite)", await copyTo(s.uri), "ms");
+        rec("TLS-PSK: read (memory)", await copyFrom(s.uri), "ms");
       },
     }],
   },
@@ -232,30 +232,30 @@ const GROUPS = {
       args: memory,
       async run(s, rec) {
         await copyTo(s.uri);
-        rec(`RSS after writing ${human(size)}`, rssMiB(s.pid), "MiB");
+        rec(`RSS: after writing ${human(size)}`, rssMiB(s.pid), "MiB");
       },
     }, {
       args: memory,
       async run(s, rec) {
         const before = rssMiB(s.pid);
-        rec("RSS of a fresh server", before, "MiB");
+        rec("RSS: fresh server", before, "MiB");
         const close = await holdConnections(s.uri, idleConns);
         await sleep(2000); // let the server settle (threads started, buffers allocated)
         const held = rssMiB(s.pid);
         await close();
-        rec(`RSS growth, ${idleConns} idle connections`, held - before, "MiB");
+        rec(`RSS: growth, ${idleConns} idle connections`, held - before, "MiB");
       },
     }],
   },
   filters: {
-    title: `5 pass-through filters vs bare memory plugin, fio 4k random read QD32, ${fioRuntime} s`,
-    cost: ["4k random read, bare", "4k random read, 5 filters"],
+    title: `5 pass-through filters vs the bare memory plugin (not written: reads of holes), fio 4k random read QD32, ${fioRuntime} s`,
+    cost: ["filters: 4k random read, bare", "filters: 4k random read, 5 pass-through"],
     sessions: [{
       args: memory,
-      async run(s, rec) { rec("4k random read, bare", await fio(s.uri, "randread"), "IOPS"); },
+      async run(s, rec) { rec("filters: 4k random read, bare", await fio(s.uri, "randread"), "IOPS"); },
     }, {
       args: () => [...PASS_FILTERS, ...memory(), ...PASS_PARAMS],
-      async run(s, rec) { rec("4k random read, 5 filters", await fio(s.uri, "randread"), "IOPS"); },
+      async run(s, rec) { rec("filters: 4k random read, 5 pass-through", await fio(s.uri, "randread"), "IOPS"); },
     }],
   },
   cache: {
@@ -265,10 +265,10 @@ const GROUPS = {
       args: () => ["--filter=cache", "--filter=delay", ...memory(), "cache-on-read=true", `delay-read=${delay}`, `delay-write=${delay}`],
       async run(s, rec) {
         // --no-extents: the memory plugin's holes must be read too, through the delay.
-        rec("cache cold read", await copyFrom(s.uri, "--no-extents"), "ms");
-        rec("cache warm read", await copyFrom(s.uri, "--no-extents"), "ms");
-        rec("cache 4k random read", await fio(s.uri, "randread"), "IOPS");
-        rec("cache write", await copyTo(s.uri), "ms"); // the final flush writes back through the delay
+        rec("cache: cold read", await copyFrom(s.uri, "--no-extents"), "ms");
+        rec("cache: warm read", await copyFrom(s.uri, "--no-extents"), "ms");
+        rec("cache: 4k random read", await fio(s.uri, "randread"), "IOPS");
+        rec("cache: write", await copyTo(s.uri), "ms"); // the final flush writes back through the delay
       },
     }],
   },
@@ -278,10 +278,10 @@ const GROUPS = {
     sessions: [{
       args: () => ["--filter=cow", ...memory()],
       async run(s, rec) {
-        rec("cow write", await copyTo(s.uri), "ms");
-        rec("cow overwrite", await copyTo(s.uri), "ms");
-        rec("cow 4k random write", await fio(s.uri, "randwrite"), "IOPS");
-        rec("cow 4k random read", await fio(s.uri, "randread"), "IOPS");
+        rec("cow: write", await copyTo(s.uri), "ms");
+        rec("cow: overwrite", await copyTo(s.uri), "ms");
+        rec("cow: 4k random write", await fio(s.uri, "randwrite"), "IOPS");
+        rec("cow: 4k random read", await fio(s.uri, "randread"), "IOPS");
       },
     }],
   },
@@ -338,7 +338,7 @@ async function runGroup(name) {
       try {
         await sess.run(server, (metric, value, unit) => {
           records.push({ group: name, round, server: kind, metric, value, unit });
-          console.log(`  round ${round}  ${kind.padEnd(8)}  ${metric.padEnd(34)} ${fmtValue(unit, value)}`);
+          console.log(`  round ${round}  ${kind.padEnd(8)}  ${metric.padEnd(40)} ${fmtValue(unit, value)}`);
         });
       } finally {
         await server.stop();
@@ -375,7 +375,7 @@ function summarize() {
         const v = (metric, round) => mine.find((r) => r.server === server && r.metric === metric && r.round === round)?.value;
         return [...new Set(mine.map((r) => r.round))].map((rd) => 100 * (1 - v(cost[1], rd) / v(cost[0], rd)));
       };
-      rows.push({ group, metric: "cost of 5 pass-through filters", unit: "%", kit: costs("nbdkit"), state: costs("nbdstate"), cost: true });
+      rows.push({ group, metric: "filters: cost of the 5", unit: "%", kit: costs("nbdkit"), state: costs("nbdstate"), cost: true });
     }
   }
   return rows;
@@ -386,7 +386,7 @@ function report(rows) {
   const each = (row, xs) => xs.map((x) => (row.cost ? `${x.toFixed(1)}%` : fmtValue(row.unit, x).split(" ")[0])).join(" ");
   console.log(`\nper-round figures (${rounds} rounds; copies in MiB/s, fio in IOPS, memory in MiB):`);
   for (const r of rows) {
-    console.log(`  ${r.metric.padEnd(34)} nbdkit ${each(r, r.kit).padEnd(24)} nbdstate ${each(r, r.state).padEnd(24)}` +
+    console.log(`  ${r.metric.padEnd(40)} nbdkit ${each(r, r.kit).padEnd(24)} nbdstate ${each(r, r.state).padEnd(24)}` +
       (r.cost ? "" : ` ratios ${r.perRound.map((x) => x.toFixed(2)).join(" ")}`));
   }
   const lmin = Math.min(...loads), lmax = Math.max(...loads);
