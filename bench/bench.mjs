@@ -7,7 +7,7 @@
 // for memory), then a Markdown table for README.md.
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync, openSync, closeSync, statSync } from "node:fs";
+import { accessSync, closeSync, constants, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -45,7 +45,7 @@ function sizeKnob(name, dflt) {
   return Number(m[1]) * 1024 ** " KMGT".indexOf((m[2] || " ").toUpperCase());
 }
 function isWritableDir(p) {
-  try { return statSync(p).isDirectory(); } catch { return false; }
+  try { accessSync(p, constants.W_OK); return true; } catch { return false; }
 }
 function die(msg) {
   console.error(`bench: ${msg}`);
@@ -58,10 +58,10 @@ const human = (bytes) => (bytes % 2 ** 30 === 0 ? `${bytes / 2 ** 30} GiB` : `${
 const live = new Set(); // servers and helpers this script started, by ChildProcess
 
 /** Run a command to completion; resolves with its duration in ms, rejects with its stderr. */
-function run(argv, { timeoutMs = 600_000, stdout = "ignore" } = {}) {
+function run(argv, { timeoutMs = 600_000 } = {}) {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", stdout, "pipe"] });
+    const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
     live.add(child);
     let err = "";
     child.stderr.on("data", (d) => (err += d));
@@ -149,15 +149,18 @@ function holdConnections(uri, n) {
     const child = spawn("/usr/bin/python3", [join(here, "idle-conns.py"), uri, String(n)], { stdio: ["pipe", "pipe", "pipe"] });
     live.add(child);
     let err = "";
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
     child.stderr.on("data", (d) => (err += d));
     child.stdout.on("data", (d) => {
       if (String(d).includes("ready")) {
+        clearTimeout(timer);
         resolve(() => new Promise((r) => { child.once("close", r); child.stdin.end(); }));
       }
     });
-    child.on("close", (code) => {
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
       live.delete(child);
-      reject(new Error(`idle-conns.py exited ${code} before it held ${n} connections:\n${err.trim()}`));
+      reject(new Error(`idle-conns.py ended (${signal ?? code}) before it held ${n} connections:\n${err.trim()}`));
     });
   });
 }
@@ -295,6 +298,7 @@ const sampleLoad = () => loads.push(Number(readFileSync("/proc/loadavg", "utf8")
 const failures = [];
 
 function fmtValue(unit, v) {
+  if (!Number.isFinite(v)) return "—";
   if (unit === "ms") return `${Math.round(size / 2 ** 20 / (v / 1000))} MiB/s`;
   if (unit === "IOPS") return `${Math.round(v)} IOPS`;
   return `${v.toFixed(1)} MiB`;
@@ -382,12 +386,14 @@ function summarize() {
 }
 
 function report(rows) {
-  const cell = (row, xs) => (row.cost ? `${median(xs).toFixed(1)} %` : fmtValue(row.unit, median(xs)));
-  const each = (row, xs) => xs.map((x) => (row.cost ? `${x.toFixed(1)}%` : fmtValue(row.unit, x).split(" ")[0])).join(" ");
+  const fix = (x, digits, suffix = "") => (Number.isFinite(x) ? x.toFixed(digits) + suffix : "—");
+  const cell = (row, xs) => (!xs.length ? "—" : row.cost ? fix(median(xs), 1, " %") : fmtValue(row.unit, median(xs)));
+  const each = (row, xs) => xs.map((x) => (row.cost ? fix(x, 1, "%") : fmtValue(row.unit, x).split(" ")[0])).join(" ");
+  const ratios = (row) => row.perRound.map((x) => fix(x, 2)).join(" ");
   console.log(`\nper-round figures (${rounds} rounds; copies in MiB/s, fio in IOPS, memory in MiB):`);
   for (const r of rows) {
     console.log(`  ${r.metric.padEnd(40)} nbdkit ${each(r, r.kit).padEnd(24)} nbdstate ${each(r, r.state).padEnd(24)}` +
-      (r.cost ? "" : ` ratios ${r.perRound.map((x) => x.toFixed(2)).join(" ")}`));
+      (r.cost ? "" : ` ratios ${ratios(r)}`));
   }
   const lmin = Math.min(...loads), lmax = Math.max(...loads);
   console.log(`\nsummary: medians of ${rounds} rounds; ratio > 1 means nbdstate is better (faster, or less memory)`);
@@ -396,8 +402,8 @@ function report(rows) {
   console.log("| figure | nbdkit | nbdstate | ratio | per round |");
   console.log("|--------|-------:|---------:|------:|-----------|");
   for (const r of rows) {
-    if (r.cost) console.log(`| ${r.metric} | ${cell(r, r.kit)} | ${cell(r, r.state)} | | nbdkit ${each(r, r.kit)}; nbdstate ${each(r, r.state)} |`);
-    else console.log(`| ${r.metric} | ${cell(r, r.kit)} | ${cell(r, r.state)} | ${r.ratio.toFixed(2)} | ${r.perRound.map((x) => x.toFixed(2)).join(" ")} |`);
+    const last = r.cost ? `nbdkit ${each(r, r.kit)}; nbdstate ${each(r, r.state)}` : ratios(r);
+    console.log(`| ${r.metric} | ${cell(r, r.kit)} | ${cell(r, r.state)} | ${r.cost ? "" : fix(r.ratio, 2)} | ${last} |`);
   }
 }
 
