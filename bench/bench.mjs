@@ -6,7 +6,7 @@
 // oriented so that > 1 always means nbdstate is better (faster, or smaller
 // for memory), then a Markdown table for README.md.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { accessSync, closeSync, constants, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
@@ -80,15 +80,16 @@ const succeeds = (argv) => run(argv, { timeoutMs: 30_000 }).then(() => true, () 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 let work = "";
+let clockTicks = 100; // per second, in /proc/PID/stat (getconf CLK_TCK, read in main)
 let psk = "";
 let src = "";
 
 /** Start one server (-f -U SOCK ARGS...); resolves when it answers nbdinfo. */
-async function startServer(kind, args, { tls = false } = {}) {
+async function startServer(kind, args, { tls = false, label = kind } = {}) {
   const cmd = kind === "nbdkit" ? refCmd : dutCmd;
-  const sock = join(work, `${kind}.sock`);
+  const sock = join(work, `${label}.sock`);
   rmSync(sock, { force: true });
-  const log = join(work, `${kind}.log`);
+  const log = join(work, `${label}.log`);
   const fd = openSync(log, "w");
   const tlsArgs = tls ? ["--tls=require", `--tls-psk=${psk}`] : [];
   const child = spawn(cmd[0], [...cmd.slice(1), "-f", "-U", sock, ...tlsArgs, ...args], { stdio: ["ignore", fd, fd] });
@@ -131,16 +132,31 @@ function rssMiB(pid) {
 const copyTo = (uri) => run(["nbdcopy", src, uri]);
 const copyFrom = (uri, ...opts) => run(["nbdcopy", ...opts, uri, "null:"]);
 
-/** fio's nbd engine, 4k at QD32 for BENCH_FIO_RUNTIME s; resolves with IOPS. */
-async function fio(uri, rw) {
+/** CPU time (user + system, all threads) a process has used so far, in µs. */
+function cpuUs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // f[0] is field 3 (state)
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / clockTicks;
+}
+
+/**
+ * fio's nbd engine, 4k at QD32 for BENCH_FIO_RUNTIME s against a server;
+ * resolves with IOPS and the server's CPU time per request (µs), which the
+ * machine's other load disturbs far less than IOPS.
+ */
+async function fio(server, rw, runtime = fioRuntime) {
+  const uri = server.uri;
   const json = join(work, "fio.json");
+  const cpu0 = cpuUs(server.pid);
   // fio prints "connected to NBD server" on stdout: the JSON goes to a file.
   await run(["fio", `--name=${rw}`, "--ioengine=nbd", `--uri=${uri}`, `--rw=${rw}`, "--bs=4k", "--iodepth=32",
-    `--runtime=${fioRuntime}`, "--time_based", "--norandommap", "--randrepeat=0",
+    `--runtime=${runtime}`, "--time_based", "--norandommap", "--randrepeat=0",
     "--output-format=json", `--output=${json}`]);
+  const cpu = cpuUs(server.pid) - cpu0;
   const job = JSON.parse(readFileSync(json, "utf8")).jobs[0];
   if (job.error) throw new Error(`fio ${rw}: job error ${job.error}`);
-  return Math.round((rw === "randread" ? job.read : job.write).iops);
+  const side = rw === "randread" ? job.read : job.write;
+  return { iops: side.iops, ios: side.total_ios, cpu, cpuPerIo: cpu / side.total_ios };
 }
 
 /** Open n connections (handshake and NBD_OPT_GO each) with python3-libnbd; resolves with a close function. */
@@ -166,8 +182,14 @@ function holdConnections(uri, n) {
 }
 
 const memory = () => ["memory", `size=${size}`];
+// The filters group's stack, BENCH_FILTER_ARGS to change it ("none": a
+// second bare server, the control that shows the method's own noise).
 const PASS_FILTERS = ["--filter=nofilter", "--filter=fua", "--filter=nozero", "--filter=limit", "--filter=ip"];
 const PASS_PARAMS = ["fuamode=pass", "zeromode=plugin", "limit=0"];
+const filterArgs = env.BENCH_FILTER_ARGS === "none" ? [] : env.BENCH_FILTER_ARGS?.split(/\s+/).filter(Boolean) ?? [...PASS_FILTERS, ...PASS_PARAMS];
+const stack = !env.BENCH_FILTER_ARGS ? "5 pass-through" : filterArgs.length ? "BENCH_FILTER_ARGS" : "bare again";
+const BURST = 2; // seconds per fio burst of the filters group
+const BURSTS = Math.max(1, Math.round(fioRuntime / BURST)); // per server: as much fio time as one run
 
 // Each group: sessions (one fresh server per session, per kind, per round),
 // each with its command line and what to measure on it. rec(metric, value, unit).
@@ -190,8 +212,12 @@ const GROUPS = {
       args: memory,
       async run(s, rec) {
         await copyTo(s.uri);
-        rec("memory: 4k random read", await fio(s.uri, "randread"), "IOPS");
-        rec("memory: 4k random write", await fio(s.uri, "randwrite"), "IOPS");
+        const r = await fio(s, "randread");
+        rec("memory: 4k random read", r.iops, "IOPS");
+        rec("memory: server CPU per 4k read", r.cpuPerIo, "µs");
+        const w = await fio(s, "randwrite");
+        rec("memory: 4k random write", w.iops, "IOPS");
+        rec("memory: server CPU per 4k write", w.cpuPerIo, "µs");
       },
     }],
   },
@@ -251,14 +277,33 @@ const GROUPS = {
     }],
   },
   filters: {
-    title: `5 pass-through filters vs the bare memory plugin (not written: reads of holes), fio 4k random read QD32, ${fioRuntime} s`,
-    cost: ["filters: 4k random read, bare", "filters: 4k random read, 5 pass-through"],
+    title: `${filterArgs.join(" ") || "no filters"} vs the bare memory plugin (not written: reads of holes), fio 4k random read QD32, ` +
+      `${BURSTS} bursts of ${BURST} s each, alternating`,
     sessions: [{
+      // Both servers of a kind run side by side (the idle one costs nothing)
+      // and fio alternates between them in short bursts, so a change of the
+      // machine's load hits both alike: a whole fio run each, one after the
+      // other, left the cost lost in the noise.
       args: memory,
-      async run(s, rec) { rec("filters: 4k random read, bare", await fio(s.uri, "randread"), "IOPS"); },
-    }, {
-      args: () => [...PASS_FILTERS, ...memory(), ...PASS_PARAMS],
-      async run(s, rec) { rec("filters: 4k random read, 5 pass-through", await fio(s.uri, "randread"), "IOPS"); },
+      also: () => [...filterArgs.filter((a) => a.startsWith("-")), ...memory(), ...filterArgs.filter((a) => !a.startsWith("-"))],
+      async run(bare, rec, filtered) {
+        await fio(bare, "randread", 1); // untimed: V8 compiles the request path
+        await fio(filtered, "randread", 1);
+        const a = [], b = [];
+        for (let k = 0; k < BURSTS; k++) {
+          for (const s of k % 2 ? [filtered, bare] : [bare, filtered]) {
+            (s === bare ? a : b).push(await fio(s, "randread", BURST));
+          }
+        }
+        const sum = (xs, key) => xs.reduce((t, x) => t + x[key], 0);
+        rec("filters: 4k random read, bare", sum(a, "iops") / BURSTS, "IOPS");
+        rec(`filters: 4k random read, ${stack}`, sum(b, "iops") / BURSTS, "IOPS");
+        rec("filters: server CPU per read, bare", sum(a, "cpu") / sum(a, "ios"), "µs");
+        rec(`filters: server CPU per read, ${stack}`, sum(b, "cpu") / sum(b, "ios"), "µs");
+        // The extra CPU per request, for each pair of neighbouring bursts;
+        // their median shrugs off one disturbed burst.
+        rec(`filters: cost of the ${stack} (CPU per read)`, 100 * median(a.map((x, k) => b[k].cpuPerIo / x.cpuPerIo - 1)), "%");
+      },
     }],
   },
   cache: {
@@ -270,7 +315,7 @@ const GROUPS = {
         // --no-extents: the memory plugin's holes must be read too, through the delay.
         rec("cache: cold read", await copyFrom(s.uri, "--no-extents"), "ms");
         rec("cache: warm read", await copyFrom(s.uri, "--no-extents"), "ms");
-        rec("cache: 4k random read", await fio(s.uri, "randread"), "IOPS");
+        rec("cache: 4k random read", (await fio(s, "randread")).iops, "IOPS");
         rec("cache: write", await copyTo(s.uri), "ms"); // the final flush writes back through the delay
       },
     }],
@@ -283,8 +328,8 @@ const GROUPS = {
       async run(s, rec) {
         rec("cow: write", await copyTo(s.uri), "ms");
         rec("cow: overwrite", await copyTo(s.uri), "ms");
-        rec("cow: 4k random write", await fio(s.uri, "randwrite"), "IOPS");
-        rec("cow: 4k random read", await fio(s.uri, "randread"), "IOPS");
+        rec("cow: 4k random write", (await fio(s, "randwrite")).iops, "IOPS");
+        rec("cow: 4k random read", (await fio(s, "randread")).iops, "IOPS");
       },
     }],
   },
@@ -299,13 +344,15 @@ const failures = [];
 
 function fmtValue(unit, v) {
   if (!Number.isFinite(v)) return "—";
+  if (unit === "%") return `${v.toFixed(1)} %`;
   if (unit === "ms") return `${Math.round(size / 2 ** 20 / (v / 1000))} MiB/s`;
   if (unit === "IOPS") return `${Math.round(v)} IOPS`;
+  if (unit === "µs") return `${v.toFixed(2)} µs`;
   return `${v.toFixed(1)} MiB`;
 }
 const better = (unit) => (unit === "IOPS" ? "higher" : "lower");
 /** > 1: nbdstate better. */
-const ratio = (unit, kit, state) => (better(unit) === "higher" ? state / kit : kit / state);
+const ratio = (unit, kit, state) => (unit === "%" ? NaN : better(unit) === "higher" ? state / kit : kit / state);
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -327,8 +374,8 @@ async function runGroup(name) {
   }
   console.log(`\n== ${name}: ${g.title}`);
   for (let round = 1; round <= rounds; round++) {
-    // Servers alternate every round; with two sessions per server (filters,
-    // rss) their order alternates too, so the pairs run ABBA.
+    // Servers alternate every round; with two sessions per server (rss)
+    // their order alternates too, so the pairs run ABBA.
     const kinds = round % 2 ? ["nbdkit", "nbdstate"] : ["nbdstate", "nbdkit"];
     const plan = [];
     kinds.forEach((kind, i) => {
@@ -339,13 +386,18 @@ async function runGroup(name) {
       sampleLoad();
       sess.before?.();
       const server = await startServer(kind, sess.args(), { tls: sess.tls });
+      const second = sess.also && (await startServer(kind, sess.also(), { label: `${kind}-2` }).catch(async (e) => {
+        await server.stop();
+        throw e;
+      }));
       try {
         await sess.run(server, (metric, value, unit) => {
           records.push({ group: name, round, server: kind, metric, value, unit });
           console.log(`  round ${round}  ${kind.padEnd(8)}  ${metric.padEnd(40)} ${fmtValue(unit, value)}`);
-        });
+        }, second);
       } finally {
         await server.stop();
+        await second?.stop();
         sess.after?.();
       }
     }
@@ -354,7 +406,7 @@ async function runGroup(name) {
 }
 
 function summarize() {
-  const rows = []; // { group, metric, kit, state, ratio, perRound, unit, cost? }
+  const rows = []; // { group, metric, unit, kit, state (values by round), ratio, perRound }
   for (const group of only) {
     const mine = records.filter((r) => r.group === group);
     for (const metric of [...new Set(mine.map((r) => r.metric))]) {
@@ -370,16 +422,8 @@ function summarize() {
         kit: kit.map((r) => r.value), state: state.map((r) => r.value),
         ratio: ratio(unit, median(kit.map((r) => r.value)), median(state.map((r) => r.value))),
         perRound: per,
+        cost: unit === "%", // a cost has no ratio: both servers' figures per round instead
       });
-    }
-    const cost = GROUPS[group].cost;
-    if (cost && mine.length) {
-      // Cost of the filters: 1 - filtered/bare, per server and round, then the median.
-      const costs = (server) => {
-        const v = (metric, round) => mine.find((r) => r.server === server && r.metric === metric && r.round === round)?.value;
-        return [...new Set(mine.map((r) => r.round))].map((rd) => 100 * (1 - v(cost[1], rd) / v(cost[0], rd)));
-      };
-      rows.push({ group, metric: "filters: cost of the 5", unit: "%", kit: costs("nbdkit"), state: costs("nbdstate"), cost: true });
     }
   }
   return rows;
@@ -387,10 +431,10 @@ function summarize() {
 
 function report(rows) {
   const fix = (x, digits, suffix = "") => (Number.isFinite(x) ? x.toFixed(digits) + suffix : "—");
-  const cell = (row, xs) => (!xs.length ? "—" : row.cost ? fix(median(xs), 1, " %") : fmtValue(row.unit, median(xs)));
-  const each = (row, xs) => xs.map((x) => (row.cost ? fix(x, 1, "%") : fmtValue(row.unit, x).split(" ")[0])).join(" ");
+  const cell = (row, xs) => (xs.length ? fmtValue(row.unit, median(xs)) : "—");
+  const each = (row, xs) => xs.map((x) => fmtValue(row.unit, x).split(" ")[0]).join(" ");
   const ratios = (row) => row.perRound.map((x) => fix(x, 2)).join(" ");
-  console.log(`\nper-round figures (${rounds} rounds; copies in MiB/s, fio in IOPS, memory in MiB):`);
+  console.log(`\nper-round figures (${rounds} rounds; copies in MiB/s, fio in IOPS, CPU in µs per request, memory in MiB, costs in %):`);
   for (const r of rows) {
     console.log(`  ${r.metric.padEnd(40)} nbdkit ${each(r, r.kit).padEnd(24)} nbdstate ${each(r, r.state).padEnd(24)}` +
       (r.cost ? "" : ` ratios ${ratios(r)}`));
@@ -402,7 +446,7 @@ function report(rows) {
   console.log("| figure | nbdkit | nbdstate | ratio | per round |");
   console.log("|--------|-------:|---------:|------:|-----------|");
   for (const r of rows) {
-    const last = r.cost ? `nbdkit ${each(r, r.kit)}; nbdstate ${each(r, r.state)}` : ratios(r);
+    const last = r.cost ? `nbdkit ${each(r, r.kit)}; nbdstate ${each(r, r.state)} (%)` : ratios(r);
     console.log(`| ${r.metric} | ${cell(r, r.kit)} | ${cell(r, r.state)} | ${r.cost ? "" : fix(r.ratio, 2)} | ${last} |`);
   }
 }
@@ -417,6 +461,7 @@ async function main() {
   }
   if (only.includes("tls") && !(await succeeds(["sh", "-c", "command -v psktool"]))) die("psktool not found (apt-get install gnutls-bin)");
   if (only.includes("rss") && !(await succeeds(["/usr/bin/python3", "-c", "import nbd"]))) die("python3-libnbd not found (apt-get install python3-libnbd)");
+  clockTicks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" })) || 100;
   if (rounds < 3) console.log(`note: ${rounds} round(s): medians of fewer than 3 rounds say little`);
 
   work = mkdtempSync(join(tmpBase, "nbdstate-bench."));
