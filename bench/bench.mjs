@@ -302,7 +302,7 @@ const GROUPS = {
         rec(`filters: server CPU per read, ${stack}`, sum(b, "cpu") / sum(b, "ios"), "µs");
         // The extra CPU per request, for each pair of neighbouring bursts;
         // their median shrugs off one disturbed burst.
-        rec(`filters: cost of the ${stack} (CPU per read)`, 100 * median(a.map((x, k) => b[k].cpuPerIo / x.cpuPerIo - 1)), "%");
+        rec(`filters: extra CPU per read, ${stack}`, 100 * median(a.map((x, k) => b[k].cpuPerIo / x.cpuPerIo - 1)), "%");
       },
     }],
   },
