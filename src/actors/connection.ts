@@ -85,7 +85,20 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     };
     optionsFor({ queue: new ByteQueue(), stream: none, write: none }, { backend: {} as never, readonly: false, noZeroes: false, log: none }, { records: settings.optionRecords });
   }
-  return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>(({ input, receive, self, system, sendBack }) => {
+  return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>((args) => {
+    // A connection that cannot even start is one line and one closed
+    // socket; the server and its other connections go on.
+    try {
+      return run(args);
+    } catch (e) {
+      settings.error(`${args.input.id}: ${errorMessage(e)}`);
+      (args.input.socket as Duplex).destroy();
+      args.sendBack({ type: "CONNECTION_CLOSED", id: args.input.id });
+      return () => {};
+    }
+  });
+
+  function run({ input, receive, self, system, sendBack }: Parameters<Parameters<typeof fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>>[0]>[0]): () => void {
     const { socket, id } = input;
     const backend = system.get("backend") as AnyActorRef;
     const queue = new ByteQueue();
@@ -364,7 +377,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       if (!stream.destroyed) stream.destroy();
       if (!socket.destroyed) socket.destroy();
     };
-  });
+  }
 }
 
 /** Payload bytes in flight per connection before reading pauses. */

@@ -81,7 +81,7 @@ export class Transmission {
   private readonly limits: RequestLimits;
   private readonly replies: ReplyQueue;
   private drainWaiters: (() => void)[] = [];
-  private lastData = 0;
+  private lastData = Date.now();
 
   constructor(
     private readonly socket: Duplex,

@@ -156,6 +156,7 @@ async function tearDown(w: Walk): Promise<void> {
   const { t } = w;
   if (w.shutdown) {
     await w.shutdown;
+    await w.bystander.closed;
     expect(w.bystander.phase, "shutdown drains and closes every connection").toBe("closed");
   } else {
     // Whatever happened to the first connection, the other one keeps serving.
