@@ -100,6 +100,19 @@ export class ByteQueue {
     return out;
   }
 
+  /** The read position is the first byte of b (the queue's first chunk is a view of b from its start). */
+  startsWith(b: Buffer): boolean {
+    const c = this.chunks[0];
+    return c !== undefined && this.head === 0 && c.buffer === b.buffer && c.byteOffset === b.byteOffset;
+  }
+
+  /** Copy n bytes at position i into out (from its start). */
+  copyTo(out: Buffer, i: number, n: number): void {
+    if (n === 0) return;
+    const b = this.peek(i, n, () => out);
+    if (b !== out) b.copy(out, 0, 0, n);
+  }
+
   take(n: number): Buffer {
     const b = this.peek(0, n);
     this.drop(n);

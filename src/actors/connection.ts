@@ -14,6 +14,7 @@ import { transmissionMachine, type TransmissionEvent } from "../machines/transmi
 import type { OptionRecord, TlsMode } from "../options/record.js";
 import * as C from "../protocol/constants.js";
 import { BackendMessenger, type BackendReply } from "./backend.js";
+import { readerOf } from "./socket-reader.js";
 import { ByteQueue } from "./byte-queue.js";
 import { handshakeFor, optionsFor, type Wire } from "./negotiation.js";
 import { peerOf } from "./peer.js";
@@ -160,7 +161,12 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       if (actor.getSnapshot().status === "active") actor.send({ type: "CLIENT_CLOSED" });
     };
     const attach = (s: Duplex) => {
-      s.on("data", onData);
+      const reader = readerOf(s);
+      if (reader) {
+        // Read into the server's own buffers (socket-reader.ts), no 'data' events.
+        reader.sink = { bytes: onData };
+        s.resume();
+      } else s.on("data", onData);
       s.on("end", onEnd);
       s.on("error", onError);
       s.on("close", onClose);
@@ -175,6 +181,8 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     const startTls = tlsServer
       ? (): Promise<void> => {
           socket.off("data", onData);
+          const reader = readerOf(socket);
+          if (reader) reader.sink = null;
           socket.off("end", onEnd);
           socket.off("close", onClose);
           queue.clear();
@@ -224,7 +232,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
               log: (m) => settings.log(`${id}: ${m}`),
               failed,
               emit,
-            });
+            }, readerOf(stream));
             if (stream.destroyed) {
               loop.clientClosed();
               emit({ type: "CLIENT_CLOSED" });

@@ -12,6 +12,7 @@ import { assertProvided } from "../machines/effects.js";
 import { serverMachine } from "../machines/server.js";
 import type { Stack } from "../backend/stack.js";
 import { backendLogic } from "./backend.js";
+import { adopt } from "./socket-reader.js";
 import { connectionLogic, DEFAULT_MAX_IN_FLIGHT_BYTES, type ConnectionStatus } from "./connection.js";
 import type { Listener, ServerOptions } from "./server-options.js";
 import { tlsServer } from "./tls.js";
@@ -155,7 +156,6 @@ async function listen(server: net.Server, l: Listener): Promise<void> {
       resolve();
     };
     if (l.kind === "tcp") {
-      if (l.keepalive) server.on("connection", (s) => s.setKeepAlive(true));
       // -6: [::] without dual-stack IPv4 (as nbdkit); -4 binds 0.0.0.0.
       server.listen({ port: l.port, host, ipv6Only: l.family === 6 }, done);
     } else if (l.kind === "unix") server.listen(l.path, done);
@@ -224,8 +224,10 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
     }
     const fds = l.kind === "activation" ? [...l.fds] : [];
     for (let i = 0; i < Math.max(1, fds.length); i++) {
-      const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (accepted) => {
+        const socket = adopt(accepted);
         socket.setNoDelay(true);
+        if (l.kind === "tcp" && l.keepalive) socket.setKeepAlive(true);
         actor.send({ type: "CONNECTION", socket, remote: socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : "unix" });
       });
       server.on("error", (e) => log(`listener: ${e.message}`));

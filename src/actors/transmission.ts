@@ -23,6 +23,7 @@ import * as T from "../protocol/transmission.js";
 import type { ByteQueue } from "./byte-queue.js";
 import { replyBuffers } from "./buffer-pool.js";
 import { ReplyQueue } from "./reply-queue.js";
+import type { SocketReader } from "./socket-reader.js";
 import { checkRequest, stackFlags, type RequestLimits } from "./requests.js";
 
 /** What negotiation hands to transmission. */
@@ -54,6 +55,8 @@ export const MAX_QUEUED_REPLY_BYTES = 1024 * 1024;
 const MAX_EXTENTS = 1 << 20;
 /** A hole shorter than this is sent as zeros inside the data around it (a chunk costs more). */
 const MIN_HOLE_CHUNK = 4096;
+/** WRITE payloads this large are read straight into their buffer (socket-reader.ts). */
+const DIRECT_MIN = 16 * 1024;
 /** After a shutdown, the client counts as quiet once it sent nothing for this long. */
 const QUIET_MS = 100;
 
@@ -82,12 +85,18 @@ export class Transmission {
   private readonly replies: ReplyQueue;
   private drainWaiters: (() => void)[] = [];
   private lastData = Date.now();
+  /** Payload length of the last WRITE read in place (0: the last was small). */
+  private lastWrite = 0;
+  /** The buffer the next read was guessed into (SocketReader.guessNext). */
+  private guessed: Buffer | null = null;
 
   constructor(
     private readonly socket: Duplex,
     private readonly queue: ByteQueue,
     private readonly neg: Negotiated,
     private readonly o: TransmissionOptions,
+    /** Set when the socket reads through a SocketReader (plain sockets): large payloads are read in place. */
+    private readonly reader?: SocketReader,
   ) {
     this.ctx = neg.opened.ctx;
     this.ext = neg.extendedHeaders;
@@ -174,6 +183,17 @@ export class Transmission {
 
   /** Parse and dispatch every complete request in the queue. */
   pump(): void {
+    this.pumpQueue();
+    // A stream of large WRITEs (a copy): the next read goes into a buffer
+    // that holds the next one whole, header and payload.
+    const r = this.reader;
+    if (r && this.lastWrite >= DIRECT_MIN && this.queue.length === 0 && this.reading && !this.paused && !r.reading && !r.guessing) {
+      this.guessed = replyBuffers.get(this.headerSize + this.lastWrite);
+      r.guessNext(this.guessed);
+    }
+  }
+
+  private pumpQueue(): void {
     const q = this.queue;
     const H = this.headerSize;
     const hdr = this.hdr;
@@ -222,6 +242,38 @@ export class Transmission {
         this.replyError(type, flags, C.NBD_EINVAL, "write payload larger than the maximum", cookieHi, cookieLo, offset);
         continue;
       }
+      const reader = this.reader;
+      if (reader && type === C.NBD_CMD_WRITE && payloadLen >= DIRECT_MIN) {
+        this.lastWrite = payloadLen;
+        const g = this.guessed;
+        this.guessed = null;
+        // The guess holds this request when the header and every byte queued after it are in it.
+        const guessed = g !== null && g.length === H + payloadLen && q.startsWith(g) && q.contiguous(Math.min(q.length, H + payloadLen));
+        if (guessed || q.length < H + payloadLen) {
+          // The payload in its own buffer: the guessed one it is already
+          // in, else a pooled one it is copied to as far as it has arrived.
+          // The socket fills the rest straight into it.
+          const have = Math.min(q.length, H + payloadLen) - H;
+          const buf = guessed ? g : replyBuffers.get(payloadLen);
+          const at = guessed ? H : 0;
+          if (!guessed) q.copyTo(buf, H, have);
+          q.drop(H + have);
+          const length = hdr.length;
+          const payload = guessed ? g.subarray(H) : buf;
+          const whole = () => {
+            this.bytesRead.value += H + payloadLen;
+            return this.accept(type, flags, cookieHi, cookieLo, offset, length, payload, buf);
+          };
+          if (have === payloadLen) {
+            if (!whole()) return;
+            continue;
+          }
+          reader.direct(buf, at + have, () => {
+            if (whole()) this.pump();
+          });
+          return;
+        }
+      } else if (type === C.NBD_CMD_WRITE) this.lastWrite = 0;
       if (q.length < H + payloadLen) return this.outOfInput();
       let payload: Buffer | null = null;
       let pooled: Buffer | null = null;
@@ -233,25 +285,33 @@ export class Transmission {
       }
       q.drop(H + payloadLen);
       this.bytesRead.value += H + payloadLen;
-      if (type === C.NBD_CMD_DISC) {
-        // "The client MUST NOT send any requests after NBD_CMD_DISC": nothing more is read.
-        this.reading = false;
-        this.o.emit({ type: "NBD_CMD_DISC" });
-        return;
-      }
-      this.requests++;
-      if (this.refusing) {
-        if (pooled) replyBuffers.put(pooled);
-        this.replyError(type, flags, C.NBD_ESHUTDOWN, "the server is shutting down", cookieHi, cookieLo, offset);
-        continue;
-      }
-      this.dispatch(type, flags, cookieHi, cookieLo, offset, hdr.length, payload, pooled);
-      if (this.busy()) {
-        this.paused = true;
-        this.socket.pause();
-        this.awaitDrain();
-      }
+      if (!this.accept(type, flags, cookieHi, cookieLo, offset, hdr.length, payload, pooled)) return;
     }
+  }
+
+  /** A whole request has been read: refused, or dispatched. False: nothing more is read. */
+  private accept(
+    type: number, flags: number, cHi: number, cLo: number, offset: number, length: number, payload: Buffer | null, pooled: Buffer | null,
+  ): boolean {
+    if (type === C.NBD_CMD_DISC) {
+      // "The client MUST NOT send any requests after NBD_CMD_DISC": nothing more is read.
+      this.reading = false;
+      this.o.emit({ type: "NBD_CMD_DISC" });
+      return false;
+    }
+    this.requests++;
+    if (this.refusing) {
+      if (pooled) replyBuffers.put(pooled);
+      this.replyError(type, flags, C.NBD_ESHUTDOWN, "the server is shutting down", cHi, cLo, offset);
+      return true;
+    }
+    this.dispatch(type, flags, cHi, cLo, offset, length, payload, pooled);
+    if (this.busy()) {
+      this.paused = true;
+      this.socket.pause();
+      this.awaitDrain();
+    }
+    return true;
   }
 
   private dispatch(
