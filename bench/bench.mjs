@@ -27,7 +27,8 @@ const idleConns = intKnob("BENCH_CONNS", 1000);
 const delay = env.BENCH_DELAY || "2ms";
 const only = (env.BENCH_ONLY || ALL.join(",")).split(/[,\s]+/).filter(Boolean);
 const refCmd = (env.BENCH_NBDKIT_CMD || "nbdkit").split(/\s+/);
-const dutCmd = (env.BENCH_NBDSTATE_CMD || `node ${repo}/bin/nbdstate.js`).split(/\s+/);
+// The bin as users run it (its shebang sets the flags node runs it with).
+const dutCmd = (env.BENCH_NBDSTATE_CMD || `${repo}/bin/nbdstate.js`).split(/\s+/);
 const out = env.BENCH_OUT || "";
 const tmpBase = env.BENCH_TMP || (isWritableDir("/dev/shm") ? "/dev/shm" : "/tmp");
 for (const g of only) if (!ALL.includes(g) && !EXTRA.includes(g)) die(`unknown group '${g}' in BENCH_ONLY (${[...ALL, ...EXTRA].join(",")})`);
@@ -456,7 +457,7 @@ async function main() {
   for (const tool of ["nbdcopy", "nbdinfo", "fio"]) {
     if (!(await succeeds(["sh", "-c", `command -v ${tool}`]))) die(`${tool} not found (apt-get install libnbd-bin fio)`);
   }
-  if (dutCmd.join(" ") === `node ${repo}/bin/nbdstate.js` && !existsSync(join(repo, "dist/cli/main.js"))) {
+  if (dutCmd.join(" ") === `${repo}/bin/nbdstate.js` && !existsSync(join(repo, "dist/cli/main.js"))) {
     die("nbdstate is not built: run 'npm run build' first (or set BENCH_NBDSTATE_CMD)");
   }
   if (only.includes("tls") && !(await succeeds(["sh", "-c", "command -v psktool"]))) die("psktool not found (apt-get install gnutls-bin)");

@@ -22,7 +22,7 @@
 #   BENCH_WARMUP         read once untimed before each timed read [1]
 #   BENCH_TMP            where the data goes [/dev/shm, else /tmp]
 #   BENCH_NBDKIT_CMD     reference server [nbdkit]
-#   BENCH_NBDSTATE_CMD   server under test [node <repo>/bin/nbdstate.js]
+#   BENCH_NBDSTATE_CMD   server under test [<repo>/bin/nbdstate.js]
 #   BENCH_OUT            also write the raw figures (TSV) to this file
 set -euo pipefail
 
@@ -32,7 +32,7 @@ rounds="${BENCH_ROUNDS:-3}"
 size_h="${BENCH_SIZE:-256M}"
 objsize_h="${BENCH_OBJECT_SIZE:-1M}"
 ref_cmd="${BENCH_NBDKIT_CMD:-nbdkit}"
-dut_cmd="${BENCH_NBDSTATE_CMD:-node $repo/bin/nbdstate.js}"
+dut_cmd="${BENCH_NBDSTATE_CMD:-$repo/bin/nbdstate.js}"
 # shellcheck disable=SC2206
 copy_args=(${BENCH_NBDCOPY_ARGS:-})
 
@@ -41,7 +41,7 @@ for tool in nbdcopy nbdinfo nginx numfmt; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install libnbd-bin nginx coreutils)"
 done
 [[ -e "$repo/node_modules/s3rver/bin/s3rver.js" ]] || die "s3rver is not installed: run npm install"
-if [[ "$dut_cmd" == "node $repo/bin/nbdstate.js" && ! -e "$repo/dist/cli/main.js" ]]; then
+if [[ "$dut_cmd" == "$repo/bin/nbdstate.js" && ! -e "$repo/dist/cli/main.js" ]]; then
   die "nbdstate is not built: run 'npm run build' first"
 fi
 $ref_cmd --dump-plugin curl >/dev/null 2>&1 || die "$ref_cmd has no curl plugin (apt-get install nbdkit)"

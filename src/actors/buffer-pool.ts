@@ -3,7 +3,7 @@
 // first time it is touched (and a GC later); reusing warm buffers removes
 // both (nbdcopy's 256 KiB reads went about 1.5x faster here).
 
-const MIN_POOLED = 64 * 1024;
+const MIN_POOLED = 16 * 1024;
 /** At most this many bytes wait in the pool; more are left to the GC. */
 const MAX_RETAINED = 64 * 1024 * 1024;
 

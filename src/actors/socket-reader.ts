@@ -4,9 +4,10 @@
 // land in its own buffer, never copied out of socket chunks (half of the
 // overwrite profile was those copies and the GC of 64 KiB read chunks).
 //
-// Between payloads reads go into an arena, a 64 KiB buffer filled from the
-// front whose views the ByteQueue holds (a new one once it is full; the
-// old is freed when the last view of it is dropped). When the transmission
+// Between payloads reads go into an arena, a buffer filled from the front
+// whose views the ByteQueue holds (a new one once it is full, twice as
+// large up to 64 KiB; the old is freed when the last view of it is
+// dropped). When the transmission
 // loop finds a large WRITE whose payload has not arrived whole, it hands a
 // buffer here (direct()): the next reads fill exactly that, and nothing
 // past the payload is read into it. After such a payload the next read is
@@ -19,8 +20,10 @@
 import net from "node:net";
 
 const ARENA_SIZE = 64 * 1024;
+/** A new connection's first arena (negotiation reads a few hundred bytes). */
+const FIRST_ARENA_SIZE = 8 * 1024;
 /** An arena with less room than this is replaced (a read into a sliver would be short). */
-const MIN_ROOM = 4096;
+const MIN_ROOM = 2048;
 
 /** Where the bytes read go. */
 export interface ReadSink {
@@ -30,7 +33,7 @@ export interface ReadSink {
 
 export class SocketReader {
   sink: ReadSink | null = null;
-  private arena = Buffer.allocUnsafe(ARENA_SIZE);
+  private arena = Buffer.allocUnsafe(FIRST_ARENA_SIZE);
   private used = 0;
   private limit = ARENA_SIZE;
   private target: Buffer | null = null;
@@ -57,7 +60,8 @@ export class SocketReader {
       return (this.current = guess);
     }
     if (this.arena.length - this.used < MIN_ROOM) {
-      this.arena = Buffer.allocUnsafe(ARENA_SIZE);
+      // Arenas grow as a connection reads more: an idle one holds 8 KiB.
+      this.arena = Buffer.allocUnsafe(Math.min(ARENA_SIZE, this.arena.length * 2));
       this.used = 0;
     }
     const end = Math.min(this.arena.length, this.used + this.limit);

@@ -46,8 +46,8 @@ export class Layer implements LayerNode {
         try {
           await fn();
         } catch (err) {
-          this.stepError = err;
-          throw err;
+          this.stepError = attribute(ops.name, err);
+          throw this.stepError;
         }
       });
     const machine = assertProvided(
@@ -58,8 +58,8 @@ export class Layer implements LayerNode {
             try {
               await ops.config(input.key, input.value, below_ ? (k, v) => below_.config(k, v) : null);
             } catch (err) {
-              this.stepError = err;
-              throw err;
+              this.stepError = attribute(ops.name, err);
+              throw this.stepError;
             }
           }),
           configComplete: guard(async () => {
@@ -251,3 +251,19 @@ function checkList(layer: string, list: ExportEntry[]): ExportEntry[] {
 }
 
 export { closeContext };
+
+/** Errors already named for the layer they came from (a filter passing one up from below must not rename it). */
+const attributed = new WeakSet<object>();
+
+/**
+ * The error of a lifecycle step, its message starting with the layer's
+ * name as nbdkit's ("nbdkit: NAME: error: ..."), unless the layer already
+ * named itself or the error came from a layer below.
+ */
+function attribute(name: string, err: unknown): Error {
+  const e = err instanceof Error ? err : new Error(String(err));
+  if (attributed.has(e)) return e;
+  if (!e.message.startsWith(`${name}:`) && !e.message.startsWith(`${name}[`)) e.message = `${name}: ${e.message}`;
+  attributed.add(e);
+  return e;
+}

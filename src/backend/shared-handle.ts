@@ -6,7 +6,7 @@
 // The machine decides; this class only does what its named actions ask
 // (call open/close, resolve or reject promises). In-flight requests are a
 // plain counter (track), not an XState event per request: see the hot-path
-// rule in DESIGN.md.
+// rule in docs/architecture.md.
 
 import { createActor, fromPromise, type Actor, type InspectionEvent } from "xstate";
 import { assertProvided } from "../machines/effects.js";

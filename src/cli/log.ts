@@ -6,11 +6,14 @@
 // syslog is RFC 3164 over the local datagram socket /dev/log (the path may
 // be changed with NBDSTATE_SYSLOG_SOCKET, for tests and chroots), facility
 // daemon, as glibc's syslog(3) formats it: "<PRI>Mmm dd hh:mm:ss
-// nbdstate[PID]: MESSAGE". Node has no unix datagram sockets in core; the
-// node-unix-socket package (prebuilt N-API binaries, no compiler) provides
-// one. Where it cannot load, or the socket cannot be reached, messages go
-// to stderr after one warning, so that an error is never lost silently.
+// nbdstate[PID]: MESSAGE". Node has no unix datagram sockets in core; they
+// are made with socket(2)/sendto(2) through koffi (src/sys/unix-dgram.ts),
+// non-blocking. Where that cannot be done, or the socket cannot be reached,
+// messages go to stderr after one warning, so that an error is never lost
+// silently.
 
+import { getSystemErrorMap } from "node:util";
+import { UnixDgramSocket } from "../sys/unix-dgram.js";
 import { PROGRAM } from "./errors.js";
 
 export type LogLevel = "error" | "warning" | "info" | "debug";
@@ -60,7 +63,8 @@ export function syslogMessage(level: LogLevel, line: string, pid: number, now: D
 }
 
 interface Dgram {
-  sendTo(buf: Buffer, offset: number, length: number, dest: string, cb?: (err?: Error) => void): void;
+  /** Sends at once or throws. */
+  sendTo(buf: Buffer, dest: string): void;
   close(): void;
 }
 
@@ -69,15 +73,20 @@ export interface SyslogOptions {
   pid?: number;
   /** Where messages go when syslog cannot take them, and the warning (default stderr). */
   fallback?: LogSink;
-  /** Makes the datagram socket; default: node-unix-socket's DgramSocket. */
+  /** Makes the datagram socket; default: a UnixDgramSocket. */
   makeSocket?: () => Promise<Dgram>;
 }
 
 async function defaultSocket(): Promise<Dgram> {
-  const mod = (await import("node-unix-socket")) as unknown as { DgramSocket?: new () => Dgram; default?: { DgramSocket: new () => Dgram } };
-  const Ctor = mod.DgramSocket ?? mod.default?.DgramSocket;
-  if (!Ctor) throw new Error("node-unix-socket has no DgramSocket");
-  return new Ctor();
+  return new UnixDgramSocket();
+}
+
+/** "No such file or directory" for an errno error, else its message. */
+function reason(e: unknown): string {
+  const n = (e as NodeJS.ErrnoException | undefined)?.errno;
+  const text = typeof n === "number" ? getSystemErrorMap().get(n)?.[1] : undefined;
+  if (text) return text.charAt(0).toUpperCase() + text.slice(1);
+  return e instanceof Error ? e.message.split("\n")[0]! : String(e);
 }
 
 /**
@@ -110,24 +119,16 @@ export async function syslogSink(opts: SyslogOptions = {}): Promise<LogSink> {
       if (closed) return fallback.write(level, line);
       const msg = syslogMessage(level, line, pid);
       try {
-        sock!.sendTo(msg, 0, msg.length, path, (err) => {
-          if (err) degrade(`${path}: ${err.message}`, level, line);
-        });
+        sock!.sendTo(msg, path);
       } catch (e) {
-        degrade(`${path}: ${e instanceof Error ? e.message : String(e)}`, level, line);
+        degrade(`${path}: ${reason(e)}`, level, line);
       }
     },
     close() {
       if (closed) return;
       closed = true;
-      // Sends already queued complete before the socket is closed.
-      setImmediate(() => {
-        try {
-          sock!.close();
-        } catch {
-          /* already closed */
-        }
-      });
+      // Sends are synchronous: nothing is queued behind the close.
+      sock!.close();
     },
   };
 }

@@ -4,6 +4,7 @@
 
 import type { Duplex } from "node:stream";
 import {
+  NBD_REP_ERR_UNSUP,
   BASE_ALLOCATION,
   NBD_CMD_BLOCK_STATUS,
   NBD_CMD_CACHE,
@@ -27,9 +28,9 @@ import {
   NBD_REP_ACK,
 } from "../protocol/constants.js";
 import { type BlockStatusExtent, WireError, encodeOption, writeRequest } from "../protocol/wire.js";
-import { NbdDisconnectedError, NbdProtocolError } from "./errors.js";
+import { NbdDisconnectedError, NbdOptionError, NbdProtocolError } from "./errors.js";
 import { type ConnectOptions, type HandshakeOptions, handshake, openStream } from "./handshake.js";
-import { type OpenOptions, openClient } from "./open.js"; // cycle-safe: used only at call time
+import type { OpenOptions } from "./open-options.js";
 import * as opt from "./options.js";
 import { RawAccess } from "./raw.js";
 import { startTls } from "./tls.js";
@@ -127,9 +128,36 @@ export class NbdClient {
     }
   }
 
-  /** Connect, negotiate and go to an export (see openClient). */
-  static open(o: OpenOptions): Promise<NbdClient> {
-    return openClient(o);
+  /**
+   * Connect and enter transmission: extended headers or structured replies
+   * (unless disabled), meta contexts, NBD_OPT_GO; falls back to
+   * NBD_OPT_EXPORT_NAME on servers without fixed newstyle or without
+   * NBD_OPT_GO.
+   */
+  static async open(o: OpenOptions): Promise<NbdClient> {
+    const c = await NbdClient.connect(o);
+    const name = o.exportName ?? "";
+    try {
+      if (!c.fixedNewstyle) {
+        await c.exportName(name);
+        return c;
+      }
+      if (o.structuredReplies !== false) {
+        const ext = o.extendedHeaders !== false && (await c.extendedHeadersOption());
+        if (!ext) await c.structuredReply();
+      }
+      if (o.metaContexts?.length && c.structuredReplies) await c.setMetaContext(name, o.metaContexts);
+      try {
+        await c.go(name, { requestBlockSize: o.requestBlockSize, infoRequests: o.infoRequests });
+      } catch (err) {
+        if (!(err instanceof NbdOptionError) || err.replyType !== NBD_REP_ERR_UNSUP) throw err;
+        await c.exportName(name);
+      }
+      return c;
+    } catch (err) {
+      c.destroy(err as Error);
+      throw err;
+    }
   }
 
   get fixedNewstyle(): boolean {

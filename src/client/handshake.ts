@@ -14,7 +14,6 @@ import {
 import { decodeGreeting } from "../protocol/wire.js";
 import { NbdProtocolError } from "./errors.js";
 import type { StreamReader } from "./reader.js";
-import type { ClientTls } from "./tls.js";
 
 /** Where to connect: a unix socket, a TCP address, or an already open stream. */
 export type ConnectTarget = { path: string } | { host: string; port?: number } | { socket: Duplex };
@@ -83,4 +82,22 @@ export async function handshake(
   b.writeUInt32BE(clientFlags >>> 0, 0);
   send(b);
   return { handshakeFlags: f, clientFlags };
+}
+
+export interface ClientTls {
+  /** "require": fail unless TLS is up; "on": fall back to plaintext if the server refuses it. */
+  mode: "on" | "require";
+  /** CA certificates to verify the server with (default: Node's trusted roots). */
+  ca?: Buffer | string;
+  /** A client certificate and its key, for servers that ask for one. */
+  cert?: Buffer | string;
+  key?: Buffer | string;
+  /** Verify the server's certificate and name (default true). */
+  verify?: boolean;
+  /** The name the certificate must carry (the host connected to; none for unix sockets: chain only). */
+  servername?: string;
+  /** Pre-shared key authentication instead of certificates. */
+  psk?: { identity: string; key: Buffer };
+  /** Handshake time limit, ms (default 30 s). */
+  timeoutMs?: number;
 }

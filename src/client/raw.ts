@@ -3,9 +3,20 @@
 
 import { NBD_CMD_READ } from "../protocol/constants.js";
 import { encodeRequest } from "../protocol/wire.js";
-import type { NbdClient } from "./client.js";
 import type { OptionReply } from "./options.js";
+import type { StreamReader } from "./reader.js";
 import type { RawReply, ReplyFrame } from "./replies.js";
+
+/** What RawAccess needs of the client (NbdClient has it; named here so raw.ts need not import client.ts). */
+export interface RawTarget {
+  readonly extendedHeaders: boolean;
+  readonly reader: StreamReader;
+  readonly parser: { tap?: (f: ReplyFrame) => void };
+  readonly closed: Promise<Error>;
+  send(head: Buffer, payload?: Buffer): void;
+  submit(type: number, flags: number, offset: number | bigint, count: number, payload: Buffer | undefined, raw: RawReply, dataLength: number, cookie?: bigint): Promise<RawReply>;
+  option(option: number, payload?: Buffer): Promise<OptionReply[]>;
+}
 
 /** A request sent as given: no range, flag or phase checks beyond being connected. */
 export interface RawRequest {
@@ -25,7 +36,7 @@ export interface RawRequest {
 export class RawAccess {
   private frameWaiters: ((f: ReplyFrame) => void)[] = [];
 
-  constructor(private readonly client: NbdClient) {}
+  constructor(private readonly client: RawTarget) {}
 
   /** Write arbitrary bytes to the server. */
   writeRaw(buf: Buffer): void {

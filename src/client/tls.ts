@@ -12,27 +12,11 @@ import tls from "node:tls";
 import { NBD_FLAG_C_FIXED_NEWSTYLE, NBD_OPT_STARTTLS, NBD_REP_ACK } from "../protocol/constants.js";
 import { encodeOption } from "../protocol/wire.js";
 import { NbdOptionError, NbdProtocolError, replyName } from "./errors.js";
-import { type HandshakeOptions, handshake } from "./handshake.js";
+import { type ClientTls, type HandshakeOptions, handshake } from "./handshake.js";
 import { readOptionReply } from "./options.js";
 import { StreamReader } from "./reader.js";
 
-export interface ClientTls {
-  /** "require": fail unless TLS is up; "on": fall back to plaintext if the server refuses it. */
-  mode: "on" | "require";
-  /** CA certificates to verify the server with (default: Node's trusted roots). */
-  ca?: Buffer | string;
-  /** A client certificate and its key, for servers that ask for one. */
-  cert?: Buffer | string;
-  key?: Buffer | string;
-  /** Verify the server's certificate and name (default true). */
-  verify?: boolean;
-  /** The name the certificate must carry (the host connected to; none for unix sockets: chain only). */
-  servername?: string;
-  /** Pre-shared key authentication instead of certificates. */
-  psk?: { identity: string; key: Buffer };
-  /** Handshake time limit, ms (default 30 s). */
-  timeoutMs?: number;
-}
+export type { ClientTls } from "./handshake.js";
 
 // PSK suites are off by default in Node: list them (TLS 1.3 first, as GnuTLS servers prefer).
 const PSK_CIPHERS = [

@@ -1,6 +1,9 @@
 // --inspect=stderr: one line per machine transition, for logs:
 //
-//   nbdstate: inspect: options conn-1/options: AWAIT_OPTION --xstate.done.actor.readOption--> OPEN_EXPORT_GO
+//   nbdstate: inspect: 2026-12-03T17:40:01.123Z options conn-1/options: AWAIT_OPTION --xstate.done.actor.readOption--> OPEN_EXPORT_GO
+//
+// The time is UTC to the millisecond; the connection id is the one -v lines
+// and the status page use.
 //
 // Built on xstate's inspection events: a @xstate.snapshot event carries the
 // event just processed and the resulting snapshot; the previous state is
@@ -49,6 +52,6 @@ export function transitionLogger(write: (line: string) => void): InspectFn {
     seen.set(ev.actorRef, { state: to, took: false });
     const status = ev.snapshot.status === "active" ? "" : ` (${ev.snapshot.status})`;
     const ctx = (ev.snapshot as { context?: unknown }).context;
-    write(`${label(ev.actorRef, machine, ctx)}: ${prev?.state ?? "(start)"} --${ev.event.type}--> ${to}${status}`);
+    write(`${new Date().toISOString()} ${label(ev.actorRef, machine, ctx)}: ${prev?.state ?? "(start)"} --${ev.event.type}--> ${to}${status}`);
   };
 }

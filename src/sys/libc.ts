@@ -34,6 +34,14 @@ export interface Libc {
   readonly getsockopt: Fn;
   /** int close(int fd). */
   readonly close: Fn;
+  /** int socket(int domain, int type, int protocol). */
+  readonly socket: Fn;
+  /** int bind(int fd, const struct sockaddr *addr, socklen_t len). */
+  readonly bind: Fn;
+  /** ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr, socklen_t len). */
+  readonly sendto: Fn;
+  /** ssize_t recv(int fd, void *buf, size_t len, int flags). */
+  readonly recv: Fn;
   /** int malloc_trim(size_t pad) (glibc); null elsewhere. */
   readonly mallocTrim: Fn | null;
 }
@@ -112,6 +120,10 @@ export function libc(): Libc | null {
       syscall: lib.func("long syscall(long number, ...)"),
       getsockopt: lib.func("int getsockopt(int fd, int level, int name, void *val, void *len)"),
       close: lib.func("int close(int fd)"),
+      socket: lib.func("int socket(int domain, int type, int protocol)"),
+      bind: lib.func("int bind(int fd, const void *addr, uint32_t len)"),
+      sendto: lib.func("intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t alen)"),
+      recv: lib.func("intptr_t recv(int fd, void *buf, size_t len, int flags)"),
       mallocTrim,
     };
   } catch (e) {

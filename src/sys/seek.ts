@@ -34,12 +34,26 @@ function seek(fd: number, offset: number, whence: number): number | null {
 }
 
 /**
+ * A run of data found by SEEK_HOLE, remembered between reads: SEEK_HOLE
+ * walks to the end of the data run, which on tmpfs is page by page to the
+ * end of a fully written file, on every call (a 1 GiB file read in 256 KiB
+ * pieces spent 2 ms per read in lseek). A read inside the run needs no
+ * lseek. A stale run is harmless: a range that became a hole since is read
+ * as data, and reads zeros; holes are never remembered.
+ */
+export interface DataRun {
+  start: number;
+  end: number;
+}
+
+/**
  * The data and hole runs covering [offset, end), in order (only the first
  * run if `one`). Only call where seekProblem(fd) is null. The file may
  * change meanwhile; anything past its current end counts as hole, which is
- * what a read there returns.
+ * what a read there returns. `known`, if given, is set to the data run
+ * found (see DataRun).
  */
-export function allocationRuns(fd: number, offset: number, end: number, one: boolean): Run[] {
+export function allocationRuns(fd: number, offset: number, end: number, one: boolean, known?: DataRun): Run[] {
   const runs: Run[] = [];
   let pos = offset;
   while (pos < end) {
@@ -51,7 +65,12 @@ export function allocationRuns(fd: number, offset: number, end: number, one: boo
       if (one || pos >= end) break;
     }
     // Every file ends in a hole (EOF counts); ENXIO: it shrank under us.
-    const hole = Math.min(seek(fd, pos, SEEK_HOLE) ?? end, end);
+    const holeAt = seek(fd, pos, SEEK_HOLE);
+    if (known && holeAt !== null && holeAt > pos) {
+      known.start = pos;
+      known.end = holeAt;
+    }
+    const hole = Math.min(holeAt ?? end, end);
     if (hole <= pos) {
       // Data and hole at the same offset can only mean a concurrent change: call it data.
       runs.push({ length: end - pos, hole: false });

@@ -4,9 +4,9 @@
 // (NBDSTATE_SYSLOG_SOCKET points the server at it).
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { DgramSocket } from "node-unix-socket";
 import { afterEach, describe, expect, it } from "vitest";
 import { syslogMessage, syslogSink, syslogTimestamp, type LogSink } from "../../src/cli/log.js";
+import { UnixDgramSocket } from "../../src/sys/unix-dgram.js";
 import { makeTmpDir, NBDSTATE_BIN, run } from "../helpers/server.js";
 import { requireTools, TOOLS } from "../helpers/tools.js";
 
@@ -35,11 +35,21 @@ export default {
 /** A datagram socket of the test's own, standing in for /dev/log. */
 function fakeDevLog() {
   const path = join(makeTmpDir(), "log");
-  const sock = new DgramSocket();
-  const got: string[] = [];
-  sock.on("data", (b: Buffer) => got.push(b.toString("utf8")));
+  const sock = new UnixDgramSocket();
   sock.bind(path);
-  return { path, got, close: () => sock.close() };
+  const got: string[] = [];
+  const drain = () => {
+    for (let m = sock.receive(); m; m = sock.receive()) got.push(m.toString("utf8"));
+  };
+  const timer = setInterval(drain, 10);
+  return {
+    path,
+    got,
+    close: () => {
+      clearInterval(timer);
+      sock.close();
+    },
+  };
 }
 
 const closers: Array<() => void> = [];

@@ -40,9 +40,9 @@ describe("--inspect and --status-page parsing", () => {
 
 const nbdinfoOk = !isNbdkit && requireTools([TOOLS.nbdinfo]);
 
-/** "nbdstate: inspect: MACHINE ID: FROM --EVENT--> TO" lines, parsed. */
+/** "nbdstate: inspect: TIME MACHINE ID: FROM --EVENT--> TO" lines (TIME in UTC, to the millisecond), parsed. */
 function transitions(stderr: string) {
-  const re = /^nbdstate: inspect: (\w+) (\S+)(?: \(([^)]*)\))?: (\S+) --(\S+)--> (\S+)(?: \((\w+)\))?$/;
+  const re = /^nbdstate: inspect: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (\w+) (\S+)(?: \(([^)]*)\))?: (\S+) --(\S+)--> (\S+)(?: \((\w+)\))?$/;
   return stderr
     .split("\n")
     .filter((l) => l.startsWith("nbdstate: inspect: "))

@@ -1,18 +1,13 @@
 // The server's transmission-phase wire code, unit by unit:
 // src/actors/requests.ts (checkRequest, stackFlags), src/actors/byte-queue.ts,
-// and src/actors/replies.ts frames read back with src/protocol/wire.ts.
+// (the reply frames the server writes are src/protocol/transmission.ts's,
+// tested in transmission-codec.test.ts).
 import { describe, expect, it } from "vitest";
 import { ByteQueue, EofError } from "../../src/actors/byte-queue.js";
 import type { ExportInfo } from "../../src/options/export-info.js";
-import {
-  blockStatusChunk, CHUNK_HEADER, DATA_CHUNK_HEADER, errorChunk, SIMPLE_HEADER, simpleReply, writeChunkHeader, writeSimpleHeader,
-} from "../../src/actors/replies.js";
 import { checkRequest, stackFlags, type RequestLimits } from "../../src/actors/requests.js";
 import { FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE } from "../../src/backend/types.js";
 import * as C from "../../src/protocol/constants.js";
-import {
-  decodeBlockStatusPayload, decodeErrorPayload, decodeSimpleReplyHeader, decodeStructuredReplyHeader, readU64,
-} from "../../src/protocol/wire.js";
 
 const MiB = 1024 * 1024;
 const { NBD_EINVAL: EINVAL, NBD_EPERM: EPERM, NBD_ENOSPC: ENOSPC } = C;
@@ -308,54 +303,5 @@ describe("ByteQueue", () => {
     q.push(Buffer.from([1]));
     q.end();
     await expect(t).rejects.toBeInstanceOf(EofError);
-  });
-});
-
-describe("reply frames (src/actors/replies.ts) decoded by src/protocol/wire.ts", () => {
-  const cookie = Buffer.from("0123456789abcdef", "hex");
-  const cookieN = 0x0123456789abcdefn;
-
-  it("simple reply: magic, error, cookie (copied, not referenced)", () => {
-    const c = Buffer.from(cookie);
-    const r = simpleReply(C.NBD_ENOSPC, c);
-    c.fill(0);
-    expect(r.length).toBe(SIMPLE_HEADER);
-    expect(decodeSimpleReplyHeader(r)).toEqual({ error: C.NBD_ENOSPC, cookie: cookieN });
-    const withData = Buffer.alloc(SIMPLE_HEADER + 4, 0x5a);
-    writeSimpleHeader(withData, 0, cookie);
-    expect(decodeSimpleReplyHeader(withData)).toEqual({ error: 0, cookie: cookieN });
-    expect([...withData.subarray(SIMPLE_HEADER)]).toEqual([0x5a, 0x5a, 0x5a, 0x5a]);
-  });
-
-  it("OFFSET_DATA chunk header as the read path writes it", () => {
-    const b = Buffer.alloc(DATA_CHUNK_HEADER + 3);
-    writeChunkHeader(b, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + 3);
-    b.writeUInt32BE(1, CHUNK_HEADER);
-    b.writeUInt32BE(2, CHUNK_HEADER + 4);
-    expect(decodeStructuredReplyHeader(b)).toEqual({ flags: C.NBD_REPLY_FLAG_DONE, type: C.NBD_REPLY_TYPE_OFFSET_DATA, cookie: cookieN, length: 11 });
-    expect(readU64(b, CHUNK_HEADER)).toBe(2 ** 32 + 2);
-  });
-
-  it("error chunk: DONE, NBD_REPLY_TYPE_ERROR, errno and message (UTF-8 bytes counted, long ones cut)", () => {
-    const r = errorChunk(C.NBD_EIO, "disk on fire ✗", cookie);
-    const h = decodeStructuredReplyHeader(r);
-    expect(h).toMatchObject({ flags: C.NBD_REPLY_FLAG_DONE, type: C.NBD_REPLY_TYPE_ERROR, cookie: cookieN });
-    expect(h.length).toBe(r.length - CHUNK_HEADER);
-    expect(decodeErrorPayload(r.subarray(CHUNK_HEADER), false)).toEqual({ error: C.NBD_EIO, message: "disk on fire ✗" });
-    const long = errorChunk(C.NBD_EINVAL, "x".repeat(5000), cookie);
-    const p = decodeErrorPayload(long.subarray(CHUNK_HEADER), false);
-    expect(p.message.length).toBeLessThanOrEqual(4096);
-    expect(decodeStructuredReplyHeader(long).length).toBe(6 + p.message.length);
-  });
-
-  it("block status chunk: context id and (length, flags) descriptors", () => {
-    const ext = [{ length: 4096, type: 0 }, { length: 512, type: C.NBD_STATE_HOLE | C.NBD_STATE_ZERO }, { length: 1, type: 0x80000000 }];
-    const r = blockStatusChunk(7, ext, cookie);
-    const h = decodeStructuredReplyHeader(r);
-    expect(h).toEqual({ flags: C.NBD_REPLY_FLAG_DONE, type: C.NBD_REPLY_TYPE_BLOCK_STATUS, cookie: cookieN, length: 4 + 8 * 3 });
-    expect(decodeBlockStatusPayload(r.subarray(CHUNK_HEADER))).toEqual({
-      contextId: 7,
-      extents: ext.map((e) => ({ length: e.length, flags: e.type >>> 0 })),
-    });
   });
 });

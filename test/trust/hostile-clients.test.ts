@@ -135,4 +135,22 @@ describe.skipIf(isNbdkit)("hostile clients", () => {
     expect(after - start, `RSS ${after.toFixed(0)} MiB after the floods left (start ${start.toFixed(0)})`).toBeLessThan(16);
     await runOk("nbdinfo", ["--size", srv.uri]);
   }, 60_000);
+
+  it("1000 connections that come and go (100 at a time, each to transmission and a 64 KiB read) leave RSS within 24 MiB of its start", async () => {
+    srv = await startServer(["memory", "64M"]);
+    const once = async () => {
+      const { conn } = await openTransmission(srv!.sock);
+      conn.write(encodeRequest({ type: CMD.READ, handle: newHandle(), offset: 0, length: 65536 }));
+      await conn.read(16 + 65536);
+      conn.destroy();
+    };
+    // Warm up with one round, so pools and compiled code count in the baseline.
+    await Promise.all(Array.from({ length: 100 }, once));
+    await sleep(1500);
+    const start = rssMiB(srv.pid);
+    for (let round = 0; round < 10; round++) await Promise.all(Array.from({ length: 100 }, once));
+    await sleep(1500);
+    const after = rssMiB(srv.pid);
+    expect(after - start, `RSS ${start.toFixed(0)} MiB before, ${after.toFixed(0)} MiB after 1000 connections came and went`).toBeLessThan(24);
+  }, 60_000);
 });

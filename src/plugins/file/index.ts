@@ -13,6 +13,7 @@ import { nativeExtensions, punchHole, readFull, writeFull, writeZeros, readAhead
 import { openExport, listDir, showName } from "./dir.js";
 import { FdFile } from "./fd.js";
 import { fileExtents, readSparse } from "./sparse.js";
+import type { DataRun } from "../../sys/seek.js";
 import { evictWrite, forgetWrites } from "./evict.js";
 
 export interface FileHandleState {
@@ -26,6 +27,8 @@ export interface FileHandleState {
   readonly canSeek: boolean;
   /** Hole punching: undefined = untried, then whether it works on this file. */
   canPunch: boolean | undefined;
+  /** The last data run lseek found (sparse reads inside it skip lseek). */
+  readonly dataRun: DataRun;
 }
 
 const FADVISE_MODES: Record<string, number> = {
@@ -97,7 +100,7 @@ export default function createPlugin(): Plugin<FileHandleState> {
       } else if (cacheNone || fadviseMode !== FADV.NORMAL) {
         debugOnce(`file: fadvise and cache=none are not supported here (${libcUnavailable()})`);
       }
-      return { fh, path, exportName, readonly: ro, isBlock, canSeek, canPunch: undefined };
+      return { fh, path, exportName, readonly: ro, isBlock, canSeek, canPunch: undefined, dataRun: { start: 0, end: 0 } };
     } catch (e) {
       await fh.close();
       throw e;
@@ -241,7 +244,7 @@ export default function createPlugin(): Plugin<FileHandleState> {
         if (cacheNone) fadvise(h.fh.fd, offset, buf.length, FADV.DONTNEED);
         return [{ length: buf.length, hole: false }];
       }
-      const pieces = await readSparse(h.fh, buf, offset);
+      const pieces = await readSparse(h.fh, buf, offset, h.dataRun);
       if (cacheNone) fadvise(h.fh.fd, offset, buf.length, FADV.DONTNEED);
       return pieces;
     },

@@ -2,7 +2,7 @@
 
 import type { Extent, ReadPiece } from "../../backend/types.js";
 import { NBD_STATE_HOLE, NBD_STATE_ZERO } from "../../protocol/constants.js";
-import { allocationRuns } from "../../sys/seek.js";
+import { allocationRuns, type DataRun } from "../../sys/seek.js";
 import { readFull, type PositionalFile } from "./io.js";
 
 /**
@@ -25,9 +25,13 @@ export function fileExtents(fd: number, count: number, offset: number, one: bool
  * MIN_HOLE bytes or more are reported (their bytes of buf left as they
  * are), everything else is read into buf.
  */
-export async function readSparse(fh: PositionalFile & { fd: number }, buf: Buffer, offset: number): Promise<ReadPiece[]> {
+export async function readSparse(fh: PositionalFile & { fd: number }, buf: Buffer, offset: number, known?: DataRun): Promise<ReadPiece[]> {
+  if (known && offset >= known.start && offset + buf.length <= known.end) {
+    await readFull(fh, buf, offset);
+    return [{ length: buf.length, hole: false }];
+  }
   const pieces: ReadPiece[] = [];
-  for (const r of allocationRuns(fh.fd, offset, offset + buf.length, false)) {
+  for (const r of allocationRuns(fh.fd, offset, offset + buf.length, false, known)) {
     const hole = r.hole && r.length >= MIN_HOLE;
     const last = pieces[pieces.length - 1];
     if (last !== undefined && last.hole === hole) last.length += r.length;
