@@ -14,6 +14,7 @@ export const builtinFilters: Record<string, () => Promise<() => Filter>> = Objec
   cow: async () => (await import("./cow/index.js")).default,
   ddrescue: async () => (await import("./ddrescue/index.js")).default,
   delay: async () => (await import("./delay/index.js")).default,
+  dirty: async () => (await import("./dirty/index.js")).default,
   error: async () => (await import("./error/index.js")).default,
   evil: async () => (await import("./evil/index.js")).default,
   exitlast: async () => (await import("./exitlast/index.js")).default,

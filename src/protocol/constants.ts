@@ -125,6 +125,9 @@ export const NBD_REPLY_TYPE_ERROR_OFFSET = (1 << 15) | 2;
 // base:allocation flags.
 export const NBD_STATE_HOLE = 1 << 0;
 export const NBD_STATE_ZERO = 1 << 1;
+// qemu:dirty-bitmap:NAME flags (qemu's docs/interop/nbd.txt: "bit 0:
+// NBD_STATE_DIRTY, set when the extent is dirty").
+export const NBD_STATE_DIRTY = 1 << 0;
 
 // Errors (values fixed by the spec, not the host's errno).
 export const NBD_EPERM = 1;

@@ -5,8 +5,9 @@
 // that records how it was opened), block status of the overlay, the
 // cow-on-read / cow-on-cache modes, 8 concurrent clients, real clients
 // (nbdcopy, qemu-img), the nbd plugin below.
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FLAG_FUA, type Plugin } from "../../src/backend/types.js";
@@ -14,7 +15,7 @@ import { openClient, type NbdClient } from "../../src/client/index.js";
 import createCow from "../../src/filters/cow/index.js";
 import * as C from "../../src/protocol/constants.js";
 import { patternBuffer } from "../helpers/pattern.js";
-import { makeTmpDir, runCli, runOk, startServer, type RunningServer } from "../helpers/server.js";
+import { makeTmpDir, runCli, runOk, startServer, waitFor, type RunningServer } from "../helpers/server.js";
 import { runningStack } from "../helpers/stack.js";
 import { requireTools, TOOLS } from "../helpers/tools.js";
 import { startNbdkitAt } from "../helpers/upstream.js";
@@ -25,8 +26,9 @@ const MiB = 1024 * 1024;
 
 describe.skipIf(!ok)("cow filter: the same command line as nbdkit", () => {
   // nbdkit 1.32's cow filter has a zero callback but does not advertise it
-  // (can_zero is the read-only plugin's); nbdstate offers zero and fast zero.
-  const zeroes = { can_zero: true, can_fast_zero: true };
+  // (can_zero is the read-only plugin's); nbdstate offers zero and fast zero,
+  // and qemu:allocation-depth besides base:allocation.
+  const zeroes = { can_zero: true, can_fast_zero: true, contexts: ["base:allocation", "qemu:allocation-depth"] };
   // Without zero requests (nbdkit would refuse them), replies, bytes and block status must be equal.
   const ops = ["--ops=read,write,write,trim,flush,cache,status,oob", "--exact-status"];
 
@@ -314,3 +316,47 @@ describe.skipIf(!ok)("cow filter: 8 concurrent clients", () => {
     }
   });
 });
+
+describe.skipIf(!ok || !requireTools([["qemu-nbd", "qemu-utils"], TOOLS.qemuIo]))("cow filter: qemu:allocation-depth as qemu-nbd serves a qcow2 overlay", () => {
+  it("written blocks are depth 1 (local), the rest depth 2 (backing) even where the raw file below has holes; nested cow adds a level", async () => {
+    const dir = makeTmpDir();
+    const back = join(dir, "back.raw");
+    const BS = 64 * 1024;
+    // 4 MiB with data only in blocks 10 and 11: the rest is a hole in the raw file.
+    writeFileSync(back, Buffer.alloc(0));
+    await runOk("truncate", ["-s", "4M", back]);
+    await runOk("dd", [`if=/dev/urandom`, `of=${back}`, `bs=${BS}`, "count=2", "seek=10", "conv=notrunc", "status=none"]);
+    const overlay = join(dir, "ov.qcow2");
+    await runOk("qemu-img", ["create", "-q", "-f", "qcow2", "-b", back, "-F", "raw", overlay]);
+    // Writes in blocks 1 and 11 (qcow2 clusters are 64K, the cow blocks too).
+    await runOk("qemu-io", ["-c", `write ${BS} 100`, "-c", `write ${11 * BS + 5} 10`, overlay]);
+    const map = async (uri: string) => (await runOk("nbdinfo", ["--map=qemu:allocation-depth", uri])).stdout.trim().split("\n").map((l) => l.trim().split(/\s+/).slice(0, 3).join(" "));
+    const writeSame = `h = connect()\nh.pwrite(b"x" * 100, ${BS})\nh.pwrite(b"y" * 10, ${11 * BS + 5})\nprint("OK")\n`;
+
+    const qsock = join(dir, "q.sock");
+    const qemu = spawn("qemu-nbd", ["-k", qsock, "-A", "-r", "-f", "qcow2", overlay], { stdio: "ignore" });
+    try {
+      expect(await waitFor(() => existsSync(qsock))).toBe(true);
+      const ours = await startServer(["--filter=cow", "file", back]);
+      try {
+        await py(writeSame, ours.uri);
+        const want = await map(`nbd+unix:///?socket=${qsock}`);
+        expect(want).toEqual([`0 ${BS} 2`, `${BS} ${BS} 1`, `${2 * BS} ${9 * BS} 2`, `${11 * BS} ${BS} 1`, `${12 * BS} ${4 * MiB - 12 * BS} 2`]);
+        expect(await map(ours.uri)).toEqual(want);
+      } finally {
+        await ours.stop();
+      }
+      // cow over cow: the lower overlay's depth, one deeper.
+      const nested = await startServer(["--filter=cow", "--filter=cow", "file", back]);
+      try {
+        await py(writeSame, nested.uri);
+        expect(await map(nested.uri)).toEqual([`0 ${BS} 3`, `${BS} ${BS} 1`, `${2 * BS} ${9 * BS} 3`, `${11 * BS} ${BS} 1`, `${12 * BS} ${4 * MiB - 12 * BS} 3`]);
+      } finally {
+        await nested.stop();
+      }
+    } finally {
+      qemu.kill("SIGTERM");
+    }
+  });
+});
+

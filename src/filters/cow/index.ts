@@ -5,13 +5,15 @@
 
 import { existsSync } from "node:fs";
 import { parseBool, parseSize } from "../../backend/size.js";
-import type { BlockSize, Filter } from "../../backend/types.js";
+import type { BlockSize, Filter, LowerBackend } from "../../backend/types.js";
 import { TempFile } from "../kit/tmpfile.js";
-import { Overlay, type CacheMode } from "./overlay.js";
+import { ALLOCATION_DEPTH, Overlay, type CacheMode } from "./overlay.js";
 
 interface CowHandle {
   exportName: string;
   ov: Overlay | null;
+  /** Whether the layer below serves qemu:allocation-depth itself (asked on first use). */
+  belowDepth?: boolean;
 }
 
 function ov(h: CowHandle): Overlay {
@@ -25,6 +27,7 @@ export default function createFilter(): Filter<CowHandle> {
   /** cow-on-read: false, true, or an absolute path whose existence says. */
   let cor: boolean | string = false;
   const overlays = new Map<string, Promise<Overlay>>();
+  let lower: LowerBackend | undefined;
 
   const copyOnRead = (): boolean => (typeof cor === "string" ? existsSync(cor) : cor);
 
@@ -96,6 +99,10 @@ export default function createFilter(): Filter<CowHandle> {
       await (await TempFile.create("cow")).close();
     },
 
+    afterFork(l) {
+      lower = l;
+    },
+
     async unload() {
       const all = [...overlays.values()];
       overlays.clear();
@@ -159,6 +166,16 @@ export default function createFilter(): Filter<CowHandle> {
     },
     async extents(next, h, count, offset, flags) {
       return ov(h).extents(next, count, offset, flags, await next.canExtents());
+    },
+    // qemu:allocation-depth, as qemu serves it for a qcow2 overlay over its backing file.
+    async metaContexts(lower, exportName) {
+      const below = await lower.metaContexts(exportName);
+      return below.includes(ALLOCATION_DEPTH) ? below : [...below, ALLOCATION_DEPTH];
+    },
+    async contextExtents(next, h, context, count, offset, flags) {
+      if (context !== ALLOCATION_DEPTH) return next.contextExtents(context, count, offset, flags);
+      h.belowDepth ??= lower ? (await lower.metaContexts(h.exportName)).includes(ALLOCATION_DEPTH) : false;
+      return ov(h).allocationDepth(next, count, offset, flags, h.belowDepth);
     },
   };
 }

@@ -19,6 +19,9 @@ import { NBD_ENOTSUP, NBD_STATE_HOLE, NBD_STATE_ZERO } from "../../protocol/cons
 import { BlockLocks } from "../kit/block-locks.js";
 import { ASYNC_MIN, TempFile } from "../kit/tmpfile.js";
 
+/** The metadata context of how deep in the layers each block is (qemu's). */
+export const ALLOCATION_DEPTH = "qemu:allocation-depth";
+
 export const BELOW = 0;
 export const DATA = 1;
 export const ZERO = 2;
@@ -371,6 +374,54 @@ export class Overlay {
         pos += got;
       } else {
         push(runEnd - pos, s === DATA || s === BELOW ? 0 : s === ZERO ? NBD_STATE_ZERO : NBD_STATE_HOLE | NBD_STATE_ZERO);
+        pos = runEnd;
+      }
+      if (reqOne) break;
+    }
+    return out;
+  }
+
+  /**
+   * qemu:allocation-depth: 1 for blocks in the overlay (written, zeroed or
+   * trimmed: the overlay decides what they read), and for the others what
+   * the layer below says, one deeper: its own allocation depth + 1 where it
+   * serves that context (0 stays 0), else 2. As qemu over a raw backing
+   * file, holes below count as allocated there (qemu sets ALLOCATED for
+   * anything a layer reads as data or zero): 0 appears only where a layer
+   * below that knows says so.
+   */
+  async allocationDepth(next: Context, count: number, offset: number, flags: number, belowDepth: boolean): Promise<Extent[]> {
+    const out: Extent[] = [];
+    const push = (length: number, type: number) => {
+      const prev = out[out.length - 1];
+      if (prev && prev.type === type) prev.length += length;
+      else out.push({ length, type });
+    };
+    const bs = this.bs;
+    const st = this.state;
+    const end = Math.min(offset + count, this.size);
+    const reqOne = (flags & FLAG_REQ_ONE) !== 0;
+    let pos = offset;
+    while (pos < end) {
+      const b = Math.floor(pos / bs);
+      const inOverlay = st[b] !== BELOW;
+      let e = b + 1;
+      while (e * bs < end && (st[e] !== BELOW) === inOverlay) e++;
+      const runEnd = Math.min(e * bs, end);
+      if (!inOverlay && belowDepth) {
+        const ext = await next.contextExtents(ALLOCATION_DEPTH, runEnd - pos, pos, flags);
+        let got = 0;
+        for (const x of ext) {
+          const len = Math.min(x.length, runEnd - pos - got);
+          if (!(len > 0)) continue;
+          push(len, x.type === 0 ? 0 : x.type + 1);
+          got += len;
+          if (got >= runEnd - pos) break;
+        }
+        if (got === 0) throw new Error("cow: the layer below returned no extent");
+        pos += got;
+      } else {
+        push(runEnd - pos, inOverlay ? 1 : 2);
         pos = runEnd;
       }
       if (reqOne) break;
