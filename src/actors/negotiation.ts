@@ -85,6 +85,13 @@ async function readOption(w: Wire, records: readonly OptionRecord[]): Promise<{ 
   }
 }
 
+const assembled = new WeakMap<readonly OptionRecord[], AnyStateMachine>();
+function assembledFor(records: readonly OptionRecord[]): AnyStateMachine {
+  let m = assembled.get(records);
+  if (!m) assembled.set(records, (m = assembleOptionsMachine(records)));
+  return m;
+}
+
 export interface OptionsSettings {
   /** Idle time allowed per option, the frame included (0: no limit). */
   timeoutMs?: number;
@@ -100,8 +107,8 @@ export function optionsFor(w: Wire, io: Omit<OptionsIO, "reply" | "write">, s: O
     write: (b: Buffer) => w.write(b),
   });
   const effects = optionEffects(records, full, C as unknown as Record<string, number>);
-  // Other records (tests add their own) make their own machine.
-  const machine = s.records ? assembleOptionsMachine(records) : optionsMachine;
+  // Other records (tests add their own, --experimental-list-hier one more) make their own machine, once.
+  const machine = s.records ? assembledFor(s.records) : optionsMachine;
   return assertProvided(
     machine.provide({
       actions: effects.actions as never,

@@ -54,6 +54,8 @@ export interface CliArgs {
   noStructuredReplies: boolean;
   /** --no-mc / --no-meta-contexts. */
   noMetaContexts: boolean;
+  /** --experimental-list-hier: serve NBD_OPT_LIST_HIER (docs/list-hier.md). */
+  listHier: boolean;
   /** --mask-handshake=MASK: global handshake flags the server may advertise. */
   maskHandshake?: number;
   /** --short-options / --long-options: print the option names and exit. */
@@ -87,6 +89,7 @@ export function defaultArgs(): CliArgs {
     keepalive: false,
     noStructuredReplies: false,
     noMetaContexts: false,
+    listHier: false,
     inspect: [],
     debugFlags: [],
     help: false,
@@ -155,6 +158,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { flags: "--new-style", description: "", hidden: true, apply: () => {} },
   { flags: "--no-mc", description: "do not advertise meta contexts (block status)", apply: (a) => void (a.noMetaContexts = true) },
   { flags: "--no-meta-contexts", description: "", hidden: true, apply: (a) => void (a.noMetaContexts = true) },
+  {
+    flags: "--experimental-list-hier",
+    description: "serve NBD_OPT_LIST_HIER, one level of the export tree at a time (experimental: docs/list-hier.md)",
+    apply: (a) => void (a.listHier = true),
+  },
   { flags: "--no-sr", description: "do not advertise structured replies", apply: (a) => void (a.noStructuredReplies = true) },
   { flags: "--no-structured-replies", description: "", hidden: true, apply: (a) => void (a.noStructuredReplies = true) },
   { flags: "-o, --oldstyle", description: "", hidden: true, refused: true, apply: unsupported("the oldstyle protocol (-o)") },

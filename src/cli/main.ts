@@ -6,6 +6,8 @@ import type { Listener } from "../actors/server-options.js";
 import { startServer, type RunningServer } from "../actors/server.js";
 import { Stack, type StackOptions } from "../backend/stack.js";
 import type { Filter, Plugin } from "../backend/types.js";
+import { builtinOptions } from "../options/index.js";
+import { listHierOption } from "../options/list-hier.js";
 import { parseArgs, type CliArgs } from "./args.js";
 import { captiveEnv, runCaptive, type Captive } from "./captive.js";
 import { DAEMON_ENV, daemonChildFd, ReadinessReporter, runDaemonParent } from "./daemon.js";
@@ -14,6 +16,7 @@ import { runCheck } from "./check.js";
 import { applyLayerFlags, debugSettings, type DebugArea, type DebugSettings } from "./debug-flags.js";
 import { CliError, errorMessage, PROGRAM, reportError } from "./errors.js";
 import { dumpConfigText, dumpPluginText, optionNamesText, pluginHelpText, usageText, versionText } from "./help.js";
+import { runLs } from "./ls.js";
 import { listeningUri, makePrivateSocket, planListeners, type ListenerPlan } from "./listeners.js";
 import { makeLogSink, type LogSink } from "./log.js";
 import { listBuiltins, loadFilter, loadPlugin, type Loaded } from "./load.js";
@@ -59,6 +62,9 @@ export function reporting(sink: LogSink, debug: DebugSettings): Reporting {
 }
 
 /** What the command line asks of the server actor, beyond the listeners. */
+/** The options served with --experimental-list-hier: one array, so its machine is assembled once. */
+const WITH_LIST_HIER = [...builtinOptions, listHierOption];
+
 export function serverOptions(a: CliArgs, listeners: Listener[], tls: TlsSetup, log: (m: string) => void): Parameters<typeof startServer>[1] {
   const opts: Parameters<typeof startServer>[1] = {
     log,
@@ -71,6 +77,7 @@ export function serverOptions(a: CliArgs, listeners: Listener[], tls: TlsSetup, 
   if (tls.credentials) opts.tlsCredentials = tls.credentials;
   if (a.noStructuredReplies) opts.noStructuredReplies = true;
   if (a.noMetaContexts) opts.noMetaContexts = true;
+  if (a.listHier) opts.optionRecords = WITH_LIST_HIER;
   if (a.maskHandshake !== undefined) opts.maskHandshake = a.maskHandshake;
   if (a.timeout !== undefined) {
     // --timeout=N: the client's flags and each option must come within N s (0: no limit).
@@ -128,6 +135,8 @@ export async function main(argv: string[]): Promise<number> {
   let verbose = argv.includes("-v") || argv.includes("--verbose");
   let rep: Reporting | undefined;
   try {
+    // `nbdstate ls URI`: the client command that browses NBD_OPT_LIST_HIER ("ls" is no plugin's name).
+    if (argv[0] === "ls") return await runLs(argv.slice(1), (s) => void process.stdout.write(s), (s) => void process.stderr.write(`${s}\n`));
     const args = parseArgs(argv);
     verbose = args.verbose;
     const info = await infoMode(args);

@@ -183,6 +183,10 @@ export class NbdClient {
   list(): Promise<opt.ExportEntry[]> {
     return this.exclusive(() => opt.listExports(this.channel), true);
   }
+  /** NBD_OPT_LIST_HIER (experimental): one level of the export tree; NbdOptionError (UNSUP) where the server lacks it. */
+  listHier(path = ""): Promise<opt.HierEntry[]> {
+    return this.exclusive(() => opt.listHier(this.channel, path), true);
+  }
   info(name: string, requests: readonly number[] = []): Promise<opt.ExportInfo> {
     return this.exclusive(() => opt.infoOrGo(this.channel, NBD_OPT_INFO, name, requests), true);
   }

@@ -11,10 +11,12 @@ import {
   NBD_OPT_GO,
   NBD_OPT_INFO,
   NBD_OPT_LIST,
+  NBD_OPT_LIST_HIER,
   NBD_REP_ACK,
   NBD_REP_INFO,
   NBD_REP_META_CONTEXT,
   NBD_REP_SERVER,
+  NBD_REP_SERVER_DIR,
 } from "../protocol/constants.js";
 import {
   type InfoReply,
@@ -27,6 +29,7 @@ import {
   encodeMetaContextRequest,
   encodeOption,
 } from "../protocol/wire.js";
+import { decodeServerDirReply, encodeHierRequest, NBD_DIR_FLAG_EXPORT } from "../protocol/wire-options.js";
 import { NbdOptionError, NbdProtocolError, optionName, replyName } from "./errors.js";
 
 /** Largest option reply payload accepted. */
@@ -118,6 +121,31 @@ export async function listExports(ch: OptionChannel): Promise<ExportEntry[]> {
   return frames.map((f) => {
     expect(f, NBD_REP_SERVER, NBD_OPT_LIST);
     return decodeServerReply(f.data);
+  });
+}
+
+/** One node of NBD_OPT_LIST_HIER's reply (experimental, docs/list-hier.md). */
+export interface HierEntry {
+  /** The full export name, or the directory's name (list it with name + ':'). */
+  name: string;
+  description: string;
+  /** An export of this name can be opened. */
+  isExport: boolean;
+  /** More names are below it. */
+  isDir: boolean;
+}
+
+/** NBD_OPT_LIST_HIER: one level of the export tree under PATH ("" or ending in ':'). */
+export async function listHier(ch: OptionChannel, path: string): Promise<HierEntry[]> {
+  const frames = await checkedOption(ch, NBD_OPT_LIST_HIER, encodeHierRequest(path));
+  return frames.map((f) => {
+    if (f.type === NBD_REP_SERVER) {
+      const r = decodeServerReply(f.data);
+      return { name: r.name, description: r.description, isExport: true, isDir: false };
+    }
+    expect(f, NBD_REP_SERVER_DIR, NBD_OPT_LIST_HIER);
+    const d = decodeServerDirReply(f.data);
+    return { name: d.name, description: d.description, isExport: (d.flags & NBD_DIR_FLAG_EXPORT) !== 0, isDir: true };
   });
 }
 

@@ -35,6 +35,8 @@ export interface CurrentOption {
   /** LIST/SET_META_CONTEXT: the export and the queries. */
   exportName?: string;
   queries?: string[];
+  /** LIST_HIER: the tree path asked for. */
+  path?: string;
 }
 
 export interface MetaSelection {

@@ -45,6 +45,10 @@ export const NBD_OPT_STRUCTURED_REPLY = 8;
 export const NBD_OPT_LIST_META_CONTEXT = 9;
 export const NBD_OPT_SET_META_CONTEXT = 10;
 export const NBD_OPT_EXTENDED_HEADERS = 11;
+// Experimental, not in the NBD spec (docs/list-hier.md): one level of the
+// export tree. Numbers far above the assigned ones, so that no assigned
+// option or reply is ever mistaken for them.
+export const NBD_OPT_LIST_HIER = 0x4c48_0001;
 
 export const OPTION_NAMES: Record<number, string> = {
   1: "NBD_OPT_EXPORT_NAME",
@@ -58,6 +62,7 @@ export const OPTION_NAMES: Record<number, string> = {
   9: "NBD_OPT_LIST_META_CONTEXT",
   10: "NBD_OPT_SET_META_CONTEXT",
   11: "NBD_OPT_EXTENDED_HEADERS",
+  [NBD_OPT_LIST_HIER]: "NBD_OPT_LIST_HIER",
 };
 
 // Option replies.
@@ -65,6 +70,8 @@ export const NBD_REP_ACK = 1;
 export const NBD_REP_SERVER = 2;
 export const NBD_REP_INFO = 3;
 export const NBD_REP_META_CONTEXT = 4;
+/** Experimental (docs/list-hier.md): a directory of the export tree. */
+export const NBD_REP_SERVER_DIR = 0x4c48;
 const REP_ERR = 0x80000000;
 export const NBD_REP_ERR_UNSUP = (REP_ERR | 1) >>> 0;
 export const NBD_REP_ERR_POLICY = (REP_ERR | 2) >>> 0;
@@ -179,6 +186,7 @@ export const REPLY_NAMES: Record<number, string> = {
   [NBD_REP_SERVER]: "NBD_REP_SERVER",
   [NBD_REP_INFO]: "NBD_REP_INFO",
   [NBD_REP_META_CONTEXT]: "NBD_REP_META_CONTEXT",
+  [NBD_REP_SERVER_DIR]: "NBD_REP_SERVER_DIR",
   [NBD_REP_ERR_UNSUP]: "NBD_REP_ERR_UNSUP",
   [NBD_REP_ERR_POLICY]: "NBD_REP_ERR_POLICY",
   [NBD_REP_ERR_INVALID]: "NBD_REP_ERR_INVALID",

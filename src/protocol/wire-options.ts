@@ -192,3 +192,31 @@ export function decodeMetaContextReply(buf: Buffer): { id: number; name: string 
   needBytes(buf, 4, "NBD_REP_META_CONTEXT");
   return { id: buf.readUInt32BE(0), name: buf.toString("utf8", 4) };
 }
+
+// ---- NBD_OPT_LIST_HIER (experimental, docs/list-hier.md)
+
+/** NBD_REP_SERVER_DIR flag: the directory is also an export of that name. */
+export const NBD_DIR_FLAG_EXPORT = 1 << 0;
+
+/** NBD_OPT_LIST_HIER payload: 32-bit length, the tree path ("" or a prefix ending in ':'). */
+export function encodeHierRequest(path: string): Buffer {
+  return encodeLenString(path);
+}
+/** Decode an NBD_OPT_LIST_HIER payload; throws WireError unless it is exactly one string. */
+export function decodeHierRequest(buf: Buffer): string {
+  const [path, pos] = decodeLenString(buf, 0, "NBD_OPT_LIST_HIER");
+  if (pos !== buf.length) throw new WireError(`NBD_OPT_LIST_HIER: ${buf.length - pos} bytes after the path`);
+  return path;
+}
+/** NBD_REP_SERVER_DIR data: name length, name (without the trailing ':'), 32-bit flags, description. */
+export function encodeServerDirReply(name: string, flags: number, description = ""): Buffer {
+  const f = Buffer.allocUnsafe(4);
+  f.writeUInt32BE(flags >>> 0, 0);
+  return Buffer.concat([encodeLenString(name), f, Buffer.from(description, "utf8")]);
+}
+/** Decode NBD_REP_SERVER_DIR data. */
+export function decodeServerDirReply(buf: Buffer): { name: string; flags: number; description: string } {
+  const [name, pos] = decodeLenString(buf, 0, "NBD_REP_SERVER_DIR");
+  needBytes(buf, pos + 4, "NBD_REP_SERVER_DIR flags");
+  return { name, flags: buf.readUInt32BE(pos), description: buf.toString("utf8", pos + 4) };
+}

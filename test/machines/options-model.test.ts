@@ -32,6 +32,9 @@ import { NbdError } from "../../src/backend/types.js";
 import { declaredAction, declaredActor } from "../../src/machines/effects.js";
 import type { TlsMode } from "../../src/machines/options.js";
 import { assembleOptionsMachine, builtinOptions, optionEvent } from "../../src/options/index.js";
+import { listHierOption } from "../../src/options/list-hier.js";
+import { hierLevel } from "../../src/protocol/hier.js";
+import { decodeServerDirReply, NBD_DIR_FLAG_EXPORT } from "../../src/protocol/wire-options.js";
 import { ClientGone, cur, err } from "../../src/options/assemble.js";
 import type { CurrentOption, OptionRecord, OptionsContext } from "../../src/options/record.js";
 import * as C from "../../src/protocol/constants.js";
@@ -109,7 +112,8 @@ const echoOption: OptionRecord = {
   }),
 };
 
-const records: readonly OptionRecord[] = [...builtinOptions, echoOption];
+// The experimental NBD_OPT_LIST_HIER record (off by default in the server) is walked with the others.
+const records: readonly OptionRecord[] = [...builtinOptions, listHierOption, echoOption];
 const machine = assembleOptionsMachine(records);
 
 // -------------------------------------------------------------- the model
@@ -151,6 +155,8 @@ function events(s: Snap): Ev[] {
       return AWAIT_EVENTS;
     case "LIST_EXPORTS":
       return [done("listExports", LISTING), fail("listExports", LIST_FAILED), fail("listExports", LIST_REFUSED)];
+    case "LIST_HIER":
+      return [done("listHier", LISTING), fail("listHier", LIST_FAILED), fail("listHier", LIST_REFUSED)];
     case "META_CONTEXTS":
       return [done("metaContexts", AVAILABLE)];
     case "STARTTLS":
@@ -196,10 +202,13 @@ function computePaths(tls: TlsMode): ModelPath[] {
   }));
 }
 
+/** Events that answer a listing of the stack (NBD_OPT_LIST's and NBD_OPT_LIST_HIER's). */
+const isListing = (e: Ev) => e.type.endsWith(".actor.listExports") || e.type.endsWith(".actor.listHier");
+
 /** The listing outcomes a path asks of the plugin, in order. */
 function listings(p: ModelPath): ("ok" | "fail" | "policy")[] {
   return p.steps
-    .filter((s) => s.event.type.endsWith(".actor.listExports"))
+    .filter((s) => isListing(s.event))
     .map((s) => (s.event.type.startsWith("xstate.done") ? "ok" : s.event.error === LIST_REFUSED ? "policy" : "fail"));
 }
 
@@ -268,6 +277,18 @@ function expectedFrames(a: Act, ev: Ev, before: Snap, after: Snap): Expect[] | "
             if (type === C.NBD_INFO_BLOCK_SIZE) expect(info).toMatchObject(BLOCK_SIZE);
           },
         })),
+        ack,
+      ];
+    }
+    case "replyHierLevel": {
+      // One reply per node of the level (the model's listing cut at the path), then ACK.
+      const level = hierLevel(ev.output as typeof LISTING, current.path ?? "")!;
+      return [
+        ...level.map((n) =>
+          n.isDir
+            ? { type: C.NBD_REP_SERVER_DIR, check: (r: OptionReply) => expect(decodeServerDirReply(r.data)).toEqual({ name: n.name, flags: n.isExport ? NBD_DIR_FLAG_EXPORT : 0, description: n.description }) }
+            : { type: C.NBD_REP_SERVER, check: (r: OptionReply) => expect(decodeServerReply(r.data)).toEqual({ name: n.name, description: n.description }) },
+        ),
         ack,
       ];
     }
@@ -356,7 +377,7 @@ async function step(t: InProcess, c: Conn, g: Group, listing: (ev: Ev) => void):
     seen.hangups++;
     return gone(t, c, "client gone");
   }
-  for (const p of g.parts) if (p.ev.type.endsWith(".actor.listExports")) listing(p.ev);
+  for (const p of g.parts) if (isListing(p.ev)) listing(p.ev);
   conn.write(FRAMES[ev.frame!]!);
   const option = (g.parts.at(-1)!.after.context.current ?? g.before.context.current)?.option;
   for (const p of g.parts) {
@@ -482,6 +503,16 @@ describe("the model of the options machine (builtinOptions + TEST_OPT_ECHO)", ()
     const req = modelPaths("require").map((p) => p.steps.at(-1)!);
     expect(req.some((x) => (x.event.output as { type?: string } | undefined)?.type === "TEST_OPT_ECHO" && x.state.value === "AWAIT_OPTION")).toBe(true);
     expect(req.some((x) => String(x.state.value) === "TEST_ECHO")).toBe(false);
+  });
+
+  it("walks NBD_OPT_LIST_HIER: the top, a path that names nothing (UNKNOWN), a bad path (INVALID), the listing failing and refused", () => {
+    const ends = paths.map((p) => ({ ev: p.steps.at(-1)!.event, s: p.steps.at(-1)!.state, prev: p.steps.at(-2)?.state }));
+    const after = (type: string) => ends.filter((e) => e.ev.type === type && e.prev?.value === "LIST_HIER");
+    expect([...new Set(after("xstate.done.actor.listHier").map((e) => e.prev!.context.current?.path))].sort()).toEqual(["", "a.img:"]);
+    expect(after("xstate.error.actor.listHier").length).toBeGreaterThanOrEqual(1);
+    const hier = ends.filter((e) => (e.ev.output as { type?: string } | undefined)?.type === "NBD_OPT_LIST_HIER");
+    expect(hier.some((e) => e.s.value === "AWAIT_OPTION" && e.s.context.current?.malformed === "NBD_OPT_LIST_HIER: a path is empty or ends with ':'")).toBe(true);
+    expect(hier.some((e) => e.s.value === "AWAIT_OPTION" && /bytes/.test(String(e.s.context.current?.malformed)))).toBe(true);
   });
 });
 

@@ -55,7 +55,7 @@ export interface InnerOptions {
 }
 
 /** Containers read at most (each holds a shared context below). */
-export const MAX_CONTAINERS = 64;
+export const MAX_CONTAINERS = 1024;
 /** A miss rescans a container at most this often. */
 const MISS_RESCAN_MS = 1000;
 
