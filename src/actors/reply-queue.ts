@@ -8,6 +8,8 @@
 import type { Duplex } from "node:stream";
 
 const ARENA = 64 * 1024;
+/** A connection's first arena: an idle connection (most of a thousand) holds only this. */
+const FIRST_ARENA = 4 * 1024;
 const MAX_FREE_ARENAS = 4;
 
 interface Arena {
@@ -38,14 +40,14 @@ export class ReplyQueue {
   onFlush: (() => void) | null = null;
 
   constructor(private readonly socket: Duplex) {
-    this.arena = this.newArena();
+    this.arena = { buf: Buffer.allocUnsafe(FIRST_ARENA), writing: 0, retired: false };
   }
 
   /** n bytes (at most 64 KiB) to write one small reply into, in place; it is queued with them. */
   reserve(n: number): { buf: Buffer; pos: number } {
-    if (this.used + n > ARENA) {
+    if (this.used + n > this.arena.buf.length) {
       this.seal();
-      this.retire();
+      this.retire(n);
     }
     const pos = this.used;
     this.used += n;
@@ -130,20 +132,23 @@ export class ReplyQueue {
   }
 
   /** Write into a fresh arena from now on; the old one is freed after its last write. */
-  private retire(): void {
+  private retire(need: number): void {
     const a = this.arena;
     a.retired = true;
     if (a.writing === 0) this.giveBack(a);
-    this.arena = this.newArena();
+    this.arena = this.newArena(need);
     this.start = 0;
     this.used = 0;
   }
 
-  private newArena(): Arena {
-    return { buf: this.free.pop() ?? Buffer.allocUnsafe(ARENA), writing: 0, retired: false };
+  /** Arenas grow from FIRST_ARENA to ARENA as replies come; only full-size ones are kept for reuse. */
+  private newArena(need: number): Arena {
+    const grown = Math.min(ARENA, Math.max(this.arena.buf.length * 2, need));
+    const buf = grown === ARENA ? (this.free.pop() ?? Buffer.allocUnsafe(ARENA)) : Buffer.allocUnsafe(grown);
+    return { buf, writing: 0, retired: false };
   }
 
   private giveBack(a: Arena): void {
-    if (this.free.length < MAX_FREE_ARENAS) this.free.push(a.buf);
+    if (a.buf.length === ARENA && this.free.length < MAX_FREE_ARENAS) this.free.push(a.buf);
   }
 }
