@@ -33,6 +33,7 @@ export function versionText(layers: Loaded<Plugin | Filter>[] = []): string {
 const SYNOPSIS = `${PROGRAM} [-4|--ipv4-only] [-6|--ipv6-only]
          [-D|--debug PLUGIN|FILTER|nbdstate.FLAG=N]
          [--exit-with-parent] [-e|--exportname EXPORTNAME]
+         [--experimental-list-hier]
          [--filter=FILTER ...] [-f|--foreground]
          [-i|--ipaddr IPADDR] [--keepalive] [--log=stderr|syslog|null]
          [--inspect=stderr|ws://HOST:PORT] [--status-page=[HOST:]PORT]
@@ -53,6 +54,8 @@ ${PROGRAM} PLUGIN --dump-plugin
 ${PROGRAM} --check ./my-plugin.ts [--filter=./my-filter.ts ...]
 
 ${PROGRAM} PLUGIN --help
+
+${PROGRAM} ls URI   (one level of a server's export tree: NBD_OPT_LIST_HIER, else NBD_OPT_LIST)
 
 ${PROGRAM} --help
 

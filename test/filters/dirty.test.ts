@@ -198,6 +198,11 @@ describe.skipIf(!ok)("dirty filter: a backup scenario", () => {
     const other = await runCli(["-f", "-U", join(dir, "c.sock"), "--filter=dirty", "memory", "1M", `dirty-file=${good}`, "dirty-block-size=4K"]);
     expect(other.code).toBe(1);
     expect(other.stderr).toContain("written with dirty-block-size=65536, not 4096");
+    // A start that fails after the file was opened (the socket cannot be made) leaves it closed, not "crashed".
+    const later = join(dir, "later");
+    const failed = await runCli(["-f", "-U", join(dir, "missing", "s.sock"), "--filter=dirty", "memory", "1M", `dirty-file=${later}`]);
+    expect(failed.code).toBe(1);
+    expect(JSON.parse(readFileSync(later, "utf8")).state).toBe("closed");
   });
 });
 

@@ -37,6 +37,8 @@ export default function createFilter(): Filter<DirtyHandle> {
   const early: string[] = [];
   let saving: Promise<void> = Promise.resolve();
   let onSignal: (() => void) | undefined;
+  /** getReady wrote the file "open": unload must write it "closed". */
+  let savedOpen = false;
 
   const log = (m: string) => (server ? server.log(m) : early.push(m));
 
@@ -153,6 +155,7 @@ export default function createFilter(): Filter<DirtyHandle> {
       }
       // Written "open" before serving: if this server dies, the next one knows.
       await save("open");
+      savedOpen = true;
     },
 
     afterFork(_lower, s) {
@@ -165,7 +168,8 @@ export default function createFilter(): Filter<DirtyHandle> {
     async unload() {
       if (onSignal) process.off(CHECKPOINT_SIGNAL, onSignal);
       onSignal = undefined;
-      if (file && server) await save("closed");
+      // Also after a start that failed later (no client was served): the bitmaps are whole.
+      if (file && savedOpen) await save("closed");
     },
 
     async open(a) {
