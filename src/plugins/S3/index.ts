@@ -11,7 +11,7 @@
 
 import { parseSize } from "../../backend/size.js";
 import {
-  FLAG_FAST_ZERO, FLAG_REQ_ONE, NbdError, type BlockSize, type Extent, type FuaMode, type Plugin, type ServerServices,
+  FLAG_FAST_ZERO, FLAG_REQ_ONE, NbdError, type BlockSize, type Extent, type FuaMode, type Plugin,
 } from "../../backend/types.js";
 import { NBD_EIO, NBD_ENOTSUP, NBD_STATE_HOLE, NBD_STATE_ZERO } from "../../protocol/constants.js";
 import { readSecret } from "../kit/secret.js";
@@ -67,7 +67,6 @@ export default function createPlugin(): Plugin<S3Handle> {
   let objectSize: number | undefined;
 
   let store: ObjectStore | undefined;
-  let services: ServerServices | undefined;
   /** Per-object write locks, shared by every connection (see the header). */
   const locks = new Map<number, Promise<void>>();
   let zeros: Buffer | undefined;
@@ -230,10 +229,6 @@ export default function createPlugin(): Plugin<S3Handle> {
         if (objectSize < 512 || objectSize > 64 * 1024 * 1024) throw new Error(`S3: object-size must be from 512 bytes to 64M, not ${objectSize}`);
         if (diskSize! % objectSize !== 0) throw new Error(`S3: size (${diskSize}) must be a multiple of object-size (${objectSize})`);
       }
-    },
-
-    afterFork(server) {
-      services = server;
     },
 
     unload() {

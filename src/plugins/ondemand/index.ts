@@ -9,7 +9,6 @@ import { realpathSync, statSync } from "node:fs";
 import { link, opendir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { FLAG_FUA, NbdError, type ExportEntry, type Plugin, type ServerServices } from "../../backend/types.js";
-import { errorMessage } from "../../backend/errors.js";
 import { MAX_EXPORTS } from "../../backend/layer.js";
 import { parseBool } from "../../backend/size.js";
 import { NBD_EINVAL } from "../../protocol/constants.js";

@@ -1,9 +1,7 @@
 // pattern plugin: a read-only disk where each 8-byte big-endian word holds
 // its own offset.
 
-import { NbdError } from "../../backend/types.js";
 import type { Plugin } from "../../backend/types.js";
-import { NBD_EINVAL } from "../../protocol/constants.js";
 import { parseSize } from "../../backend/size.js";
 
 const TWO32 = 0x1_0000_0000;

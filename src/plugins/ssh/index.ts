@@ -8,7 +8,7 @@ import { homedir, hostname, userInfo } from "node:os";
 import { join } from "node:path";
 import ssh2, { type ConnectConfig } from "ssh2";
 import { parseBool, parseSize } from "../../backend/size.js";
-import { NbdError, type Plugin, type ServerServices } from "../../backend/types.js";
+import { NbdError, type Plugin } from "../../backend/types.js";
 import { NBD_EIO, NBD_EPERM } from "../../protocol/constants.js";
 import { readSecret } from "../kit/secret.js";
 import { checkHostKey, knownHostName, knownKeys } from "./known-hosts.js";
@@ -38,7 +38,6 @@ export default function createPlugin(): Plugin<SshSession> {
   let createSize: number | undefined;
   let createMode = 0o600;
 
-  let services: ServerServices | undefined;
   let created: Promise<void> | undefined;
   /** Keys read once at startup: [file, parsed key]. */
   let keys: { file: string; key: Buffer }[] = [];
@@ -228,10 +227,6 @@ export default function createPlugin(): Plugin<SshSession> {
       if (knownHostsFile !== undefined && verify && !existsSync(expand(knownHostsFile))) {
         throw new Error(`ssh: known-hosts: ${expand(knownHostsFile)}: no such file`);
       }
-    },
-
-    afterFork(server) {
-      services = server;
     },
 
     async open(readonly) {

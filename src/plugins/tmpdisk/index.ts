@@ -5,7 +5,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Plugin, ServerServices } from "../../backend/types.js";
-import { errorMessage } from "../../backend/errors.js";
 import { makeDisk } from "../kit/mkfs.js";
 import { largeTmpdir } from "../kit/temp-image.js";
 import { diskRead, diskTrim, diskWrite, openDisk, RecipeConfig, type DiskHandle } from "../kit/made-disk.js";
