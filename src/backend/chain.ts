@@ -23,6 +23,34 @@ export interface LayerNode {
   asLower(): LowerBackend;
 }
 
+/** The handle each context actor runs for, by the actor's system. */
+const runners = new WeakMap<object, Opened>();
+const runnerOf = (system: object): Opened => {
+  const r = runners.get(system);
+  if (!r) throw new Error("context machine: no handle for this actor");
+  return r;
+};
+let provided: typeof contextMachine | undefined;
+
+/**
+ * The context machine with its effects, provided once for every handle (a
+ * machine provided per handle cost about 19 KiB of heap each): the effects
+ * find their handle through the actor's system.
+ */
+function providedContextMachine(): typeof contextMachine {
+  provided ??= assertProvided(
+    contextMachine.provide({
+      actors: {
+        open: fromPromise(({ system }) => runnerOf(system).doOpen()),
+        prepare: fromPromise(({ system }) => runnerOf(system).doPrepare()),
+        finalize: fromPromise(({ system }) => runnerOf(system).doFinalize()),
+        close: fromPromise(({ system }) => runnerOf(system).doClose()),
+      },
+    }),
+  );
+  return provided;
+}
+
 /** One layer's opened handle: its context actor, its context, and the handle below it opened with next(). */
 export class Opened {
   readonly actor: Actor<typeof contextMachine>;
@@ -35,17 +63,9 @@ export class Opened {
   stepError: unknown;
 
   constructor(readonly layer: LayerNode, readonly req: OpenRequest) {
-    const machine = assertProvided(
-      contextMachine.provide({
-        actors: {
-          open: fromPromise(() => this.doOpen()),
-          prepare: fromPromise(() => this.doPrepare()),
-          finalize: fromPromise(() => this.doFinalize()),
-          close: fromPromise(() => this.doClose()),
-        },
-      }),
-    );
-    this.actor = createActor(machine, { input: { layer: layer.name }, inspect: layer.inspect });
+    this.actor = createActor(providedContextMachine(), { input: { layer: layer.name }, inspect: layer.inspect });
+    // Each handle's actor is a root with a system of its own: that is how the shared effects find this handle.
+    runners.set(this.actor.system, this);
     this.actor.subscribe({ error: (e) => layer.log(`${layer.name}: context machine: ${String(e)}`) });
   }
 
@@ -60,7 +80,8 @@ export class Opened {
 
   // ---- the effects
 
-  private async doOpen(): Promise<void> {
+  /** @internal the context machine's effect */
+  async doOpen(): Promise<void> {
     const { layer, req } = this;
     let used: Context | null = null;
     const below = layer.below;
@@ -94,7 +115,8 @@ export class Opened {
     }
   }
 
-  private async doPrepare(): Promise<void> {
+  /** @internal the context machine's effect */
+  async doPrepare(): Promise<void> {
     try {
       // The layer below first: a failure there is this handle's failed prepare too.
       if (this.lower) await prepareContext(this.lower);
@@ -106,7 +128,8 @@ export class Opened {
     }
   }
 
-  private async doFinalize(): Promise<void> {
+  /** @internal the context machine's effect */
+  async doFinalize(): Promise<void> {
     try {
       await this.layer.ops.finalize(this.ctx);
       if (this.lower) await finalizeContext(this.lower);
@@ -116,7 +139,8 @@ export class Opened {
     }
   }
 
-  private async doClose(): Promise<void> {
+  /** @internal the context machine's effect */
+  async doClose(): Promise<void> {
     try {
       await this.layer.ops.close(this.ctx);
     } catch (err) {
