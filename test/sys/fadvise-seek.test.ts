@@ -55,6 +55,17 @@ describe.skipIf(process.platform !== "linux")("libc through koffi", () => {
     expect(allocationRuns(fd, 1 << 20, (1 << 20) + 4096, false)).toEqual([{ length: 4096, hole: true }]);
   });
 
+  it("a remembered data run gives the same runs as fresh lseeks, read after read, across data and holes", () => {
+    const known = { start: 0, end: 0 };
+    for (const [from, to] of [[0, 4096], [60000, 70000], [65536, 70000], [66000, 73000], [70000, 80000], [73000, 1 << 20], [0, 1 << 20], [65600, 65700]] as const) {
+      expect(allocationRuns(fd, from, to, false, known), `${from}-${to}`).toEqual(allocationRuns(fd, from, to, false));
+    }
+    // What it learnt is data up to the run's end (from where the last lookup started), never a hole.
+    expect(known.end).toBe(65536 + 8192);
+    expect(known.start).toBeGreaterThanOrEqual(65536);
+    expect(known.start).toBeLessThan(known.end);
+  });
+
   it("says why where the file system has no SEEK_HOLE (procfs)", () => {
     const p = openSync("/proc/self/stat", "r"); // seq files refuse SEEK_HOLE
     try {
