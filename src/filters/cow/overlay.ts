@@ -14,10 +14,11 @@
 // Plain reads take no lock: they see either the old or the new bytes of a
 // block being written, which is what NBD allows for overlapping requests.
 
-import { FLAG_FAST_ZERO, FLAG_MAY_TRIM, FLAG_REQ_ONE, NbdError, type Context, type Extent } from "../../backend/types.js";
+import { FLAG_FAST_ZERO, FLAG_MAY_TRIM, NbdError, type Context, type Extent } from "../../backend/types.js";
 import { NBD_ENOTSUP, NBD_STATE_HOLE, NBD_STATE_ZERO } from "../../protocol/constants.js";
 import { BlockLocks } from "../kit/block-locks.js";
 import { ASYNC_MIN, TempFile } from "../kit/tmpfile.js";
+import { overlayStatus } from "./status.js";
 
 /** The metadata context of how deep in the layers each block is (qemu's). */
 export const ALLOCATION_DEPTH = "qemu:allocation-depth";
@@ -342,43 +343,13 @@ export class Overlay {
    * HOLE is hole+zero), the others as the layer below reports them (or data
    * when it has no block status).
    */
-  async extents(next: Context, count: number, offset: number, flags: number, below: boolean): Promise<Extent[]> {
-    const out: Extent[] = [];
-    const push = (length: number, type: number) => {
-      const prev = out[out.length - 1];
-      if (prev && prev.type === type) prev.length += length;
-      else out.push({ length, type });
-    };
-    const bs = this.bs;
-    const st = this.state;
-    const end = Math.min(offset + count, this.size);
-    const reqOne = (flags & FLAG_REQ_ONE) !== 0;
-    let pos = offset;
-    while (pos < end) {
-      const b = Math.floor(pos / bs);
-      const s = st[b]!;
-      let e = b + 1;
-      while (e * bs < end && st[e] === s) e++;
-      const runEnd = Math.min(e * bs, end);
-      if (s === BELOW && below) {
-        const ext = await next.extents(runEnd - pos, pos, flags);
-        let got = 0;
-        for (const x of ext) {
-          const len = Math.min(x.length, runEnd - pos - got);
-          if (!(len > 0)) continue;
-          push(len, x.type);
-          got += len;
-          if (got >= runEnd - pos) break;
-        }
-        if (got === 0) throw new Error("cow: the layer below returned no extent");
-        pos += got;
-      } else {
-        push(runEnd - pos, s === DATA || s === BELOW ? 0 : s === ZERO ? NBD_STATE_ZERO : NBD_STATE_HOLE | NBD_STATE_ZERO);
-        pos = runEnd;
-      }
-      if (reqOne) break;
-    }
-    return out;
+  extents(next: Context, count: number, offset: number, flags: number, below: boolean): Promise<Extent[]> {
+    return overlayStatus(this, count, offset, flags, {
+      key: (s) => s,
+      own: (s) => (s === BELOW && below ? null : s === DATA || s === BELOW ? 0 : s === ZERO ? NBD_STATE_ZERO : NBD_STATE_HOLE | NBD_STATE_ZERO),
+      below: (len, pos) => next.extents(len, pos, flags),
+      mapBelow: (t) => t,
+    });
   }
 
   /**
@@ -390,42 +361,12 @@ export class Overlay {
    * anything a layer reads as data or zero): 0 appears only where a layer
    * below that knows says so.
    */
-  async allocationDepth(next: Context, count: number, offset: number, flags: number, belowDepth: boolean): Promise<Extent[]> {
-    const out: Extent[] = [];
-    const push = (length: number, type: number) => {
-      const prev = out[out.length - 1];
-      if (prev && prev.type === type) prev.length += length;
-      else out.push({ length, type });
-    };
-    const bs = this.bs;
-    const st = this.state;
-    const end = Math.min(offset + count, this.size);
-    const reqOne = (flags & FLAG_REQ_ONE) !== 0;
-    let pos = offset;
-    while (pos < end) {
-      const b = Math.floor(pos / bs);
-      const inOverlay = st[b] !== BELOW;
-      let e = b + 1;
-      while (e * bs < end && (st[e] !== BELOW) === inOverlay) e++;
-      const runEnd = Math.min(e * bs, end);
-      if (!inOverlay && belowDepth) {
-        const ext = await next.contextExtents(ALLOCATION_DEPTH, runEnd - pos, pos, flags);
-        let got = 0;
-        for (const x of ext) {
-          const len = Math.min(x.length, runEnd - pos - got);
-          if (!(len > 0)) continue;
-          push(len, x.type === 0 ? 0 : x.type + 1);
-          got += len;
-          if (got >= runEnd - pos) break;
-        }
-        if (got === 0) throw new Error("cow: the layer below returned no extent");
-        pos += got;
-      } else {
-        push(runEnd - pos, inOverlay ? 1 : 2);
-        pos = runEnd;
-      }
-      if (reqOne) break;
-    }
-    return out;
+  allocationDepth(next: Context, count: number, offset: number, flags: number, belowDepth: boolean): Promise<Extent[]> {
+    return overlayStatus(this, count, offset, flags, {
+      key: (s) => (s === BELOW ? 0 : 1),
+      own: (inOverlay) => (inOverlay ? 1 : belowDepth ? null : 2),
+      below: (len, pos) => next.contextExtents(ALLOCATION_DEPTH, len, pos, flags),
+      mapBelow: (t) => (t === 0 ? 0 : t + 1),
+    });
   }
 }
