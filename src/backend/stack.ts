@@ -10,7 +10,8 @@
 import type { InspectionEvent } from "xstate";
 import { finalizeAndClose, openPrepared, type Opened } from "./chain.js";
 import { Layer, type LayerEnv } from "./layer.js";
-import { filterOps, pluginOps } from "./layer-ops.js";
+import { filterOps } from "./filter-ops.js";
+import { pluginOps } from "./layer-ops.js";
 import { SharedContexts } from "./shared-contexts.js";
 import type { ConnectionInfo, Context, ExportEntry, Filter, ListParams, PeerInfo, Plugin, ServerServices } from "./types.js";
 
