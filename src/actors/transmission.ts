@@ -13,9 +13,8 @@
 
 import type { Duplex } from "node:stream";
 import type { Opened } from "../backend/chain.js";
-import { clipExtents } from "../backend/extents.js";
 import { errorMessage, wireErrno } from "../backend/errors.js";
-import { FLAG_REQ_ONE, type Context, type Extent, type ReadPiece } from "../backend/types.js";
+import type { Context } from "../backend/types.js";
 import type { TransmissionEvent } from "../machines/transmission.js";
 import type { ExportInfo } from "../options/export-info.js";
 import * as C from "../protocol/constants.js";
@@ -23,6 +22,7 @@ import * as T from "../protocol/transmission.js";
 import type { ByteQueue } from "./byte-queue.js";
 import { replyBuffers } from "./buffer-pool.js";
 import { ReplyQueue } from "./reply-queue.js";
+import { ReplyWriter } from "./reply-writer.js";
 import type { SocketReader } from "./socket-reader.js";
 import { checkRequest, stackFlags, type RequestLimits } from "./requests.js";
 
@@ -51,10 +51,6 @@ export interface TransmissionOptions {
 
 /** Replies queued and not yet taken by the client, before reading pauses. */
 export const MAX_QUEUED_REPLY_BYTES = 1024 * 1024;
-/** Descriptors per status chunk at most. */
-const MAX_EXTENTS = 1 << 20;
-/** A hole shorter than this is sent as zeros inside the data around it (a chunk costs more). */
-const MIN_HOLE_CHUNK = 4096;
 /** WRITE payloads this large are read straight into their buffer (socket-reader.ts). */
 const DIRECT_MIN = 16 * 1024;
 /** After a shutdown, the client counts as quiet once it sent nothing for this long. */
@@ -70,7 +66,6 @@ export class Transmission {
   private reading = false;
   private refusing = false;
   private paused = false;
-  private gone = false;
   /** Payload bytes of a refused request still to throw away as they arrive. */
   private discard = 0;
   private waitingDrain = false;
@@ -83,6 +78,8 @@ export class Transmission {
   private readonly headerSize: number;
   private readonly limits: RequestLimits;
   private readonly replies: ReplyQueue;
+  /** Every reply's bytes: headers, chunks, data. */
+  private readonly out: ReplyWriter;
   private drainWaiters: (() => void)[] = [];
   private lastData = Date.now();
   /** Payload length of the last WRITE read in place (0: the last was small). */
@@ -104,6 +101,7 @@ export class Transmission {
     this.limits = { info: neg.info, structuredReplies: neg.structuredReplies, extendedHeaders: neg.extendedHeaders, contexts: neg.metaContexts.length };
     this.replies = new ReplyQueue(socket);
     this.replies.onFlush = () => this.afterFlush();
+    this.out = new ReplyWriter(this.replies, this.ctx, neg, this.bytesWritten);
   }
 
   // ---- what the machine asks for
@@ -132,7 +130,7 @@ export class Transmission {
   awaitQuiet(): Promise<void> {
     return new Promise((resolve) => {
       const check = () => {
-        if (this.gone) return resolve();
+        if (this.out.gone) return resolve();
         const quietFor = Date.now() - this.lastData;
         if (this.inFlight === 0 && this.queue.length === 0 && this.discard === 0 && quietFor >= QUIET_MS) return resolve();
         setTimeout(check, Math.max(10, QUIET_MS - quietFor));
@@ -174,7 +172,7 @@ export class Transmission {
 
   /** The socket is gone: nothing more is written. */
   clientClosed(): void {
-    this.gone = true;
+    this.out.gone = true;
     this.reading = false;
     this.replies.close();
   }
@@ -239,7 +237,7 @@ export class Transmission {
         this.discard = payloadLen;
         this.bytesRead.value += H + payloadLen;
         this.requests++;
-        this.replyError(type, flags, C.NBD_EINVAL, "write payload larger than the maximum", cookieHi, cookieLo, offset);
+        this.out.error(type, C.NBD_EINVAL, "write payload larger than the maximum", cookieHi, cookieLo, offset);
         continue;
       }
       const reader = this.reader;
@@ -302,7 +300,7 @@ export class Transmission {
     this.requests++;
     if (this.refusing) {
       if (pooled) replyBuffers.put(pooled);
-      this.replyError(type, flags, C.NBD_ESHUTDOWN, "the server is shutting down", cHi, cLo, offset);
+      this.out.error(type, C.NBD_ESHUTDOWN, "the server is shutting down", cHi, cLo, offset);
       return true;
     }
     this.dispatch(type, flags, cHi, cLo, offset, length, payload, pooled);
@@ -328,7 +326,7 @@ export class Transmission {
       const known = new Set(this.neg.metaContexts.map((m) => m.id));
       if (!p || p.ids.length === 0 || new Set(p.ids).size !== p.ids.length || !p.ids.every((i) => known.has(i))) {
         if (pooled) replyBuffers.put(pooled);
-        this.replyError(type, flags, C.NBD_EINVAL, "bad BLOCK_STATUS payload", cHi, cLo, offset);
+        this.out.error(type, C.NBD_EINVAL, "bad BLOCK_STATUS payload", cHi, cLo, offset);
         return;
       }
       count = p.effectLength;
@@ -336,13 +334,13 @@ export class Transmission {
     } else if (payload && type !== C.NBD_CMD_WRITE) {
       // A payload the command does not take: consumed, then refused.
       if (pooled) replyBuffers.put(pooled);
-      this.replyError(type, flags, C.NBD_EINVAL, "this command takes no payload", cHi, cLo, offset);
+      this.out.error(type, C.NBD_EINVAL, "this command takes no payload", cHi, cLo, offset);
       return;
     }
     const err = checkRequest(this.limits, type, flags, offset, count);
     if (err !== 0) {
       if (pooled) replyBuffers.put(pooled);
-      this.replyError(type, flags, err, "request rejected", cHi, cLo, offset);
+      this.out.error(type, err, "request rejected", cHi, cLo, offset);
       return;
     }
     const f = stackFlags(type, flags);
@@ -353,7 +351,7 @@ export class Transmission {
     let p: Promise<unknown>;
     switch (type) {
       case C.NBD_CMD_READ:
-        p = this.read(flags, cHi, cLo, offset, count);
+        p = this.out.read(flags, cHi, cLo, offset, count);
         break;
       case C.NBD_CMD_WRITE:
         p = ctx.pwrite(payload!, offset, f);
@@ -371,12 +369,12 @@ export class Transmission {
         p = ctx.cache(count, offset, f);
         break;
       default: // NBD_CMD_BLOCK_STATUS (checkRequest refused anything else)
-        p = this.blockStatus(cHi, cLo, offset, count, f, ids);
+        p = this.out.blockStatus(cHi, cLo, offset, count, f, ids);
     }
     p.then(
       () => {
         if (pooled) replyBuffers.put(pooled);
-        if (type !== C.NBD_CMD_READ && type !== C.NBD_CMD_BLOCK_STATUS) this.replyOk(cHi, cLo, offset);
+        if (type !== C.NBD_CMD_READ && type !== C.NBD_CMD_BLOCK_STATUS) this.out.ok(cHi, cLo, offset);
         this.done(bytes);
       },
       (e: unknown) => {
@@ -384,165 +382,10 @@ export class Transmission {
         this.errors++;
         this.o.failed(C.COMMAND_NAMES[type] ?? `command ${type}`, e);
         const errno = wireErrno(e, (flags & C.NBD_CMD_FLAG_FAST_ZERO) !== 0, (flags & C.NBD_CMD_FLAG_DF) !== 0);
-        this.replyError(type, flags, errno, errorMessage(e), cHi, cLo, offset);
+        this.out.error(type, errno, errorMessage(e), cHi, cLo, offset);
         this.done(bytes);
       },
     );
-  }
-
-  // ---- replies
-
-  /** A successful reply without payload: simple, or with extended headers an NBD_REPLY_TYPE_NONE chunk. */
-  private replyOk(cHi: number, cLo: number, offset: number): void {
-    if (this.gone) return;
-    if (this.ext) {
-      const { buf, pos } = this.replies.reserve(T.EXTENDED_REPLY_SIZE);
-      T.writeChunk(buf, pos, true, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_NONE, cHi, cLo, offset, 0);
-      this.bytesWritten.value += T.EXTENDED_REPLY_SIZE;
-    } else {
-      const { buf, pos } = this.replies.reserve(T.SIMPLE_REPLY_SIZE);
-      T.writeSimpleReply(buf, pos, 0, cHi, cLo);
-      this.bytesWritten.value += T.SIMPLE_REPLY_SIZE;
-    }
-  }
-
-  /**
-   * An error reply: with extended headers always an error chunk ("a simple
-   * reply MUST NOT be used"); with structured replies an error chunk for
-   * READ ("MUST NOT use a simple reply for NBD_CMD_READ (even for the case
-   * of an early NBD_EINVAL due to bad flags)") and BLOCK_STATUS; else simple.
-   */
-  private replyError(type: number, _flags: number, errno: number, message: string, cHi: number, cLo: number, offset: number): void {
-    if (this.gone) return;
-    const chunk = this.ext || (this.neg.structuredReplies && (type === C.NBD_CMD_READ || type === C.NBD_CMD_BLOCK_STATUS));
-    if (!chunk) {
-      const { buf, pos } = this.replies.reserve(T.SIMPLE_REPLY_SIZE);
-      T.writeSimpleReply(buf, pos, errno, cHi, cLo);
-      this.bytesWritten.value += T.SIMPLE_REPLY_SIZE;
-      return;
-    }
-    const msg = Buffer.from(message.slice(0, 512), "utf8").subarray(0, T.MAX_ERROR_MESSAGE);
-    const hs = T.chunkHeaderSize(this.ext);
-    const n = hs + T.errorPayloadSize(msg.length);
-    const { buf, pos } = this.replies.reserve(n);
-    T.writeChunk(buf, pos, this.ext, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_ERROR, cHi, cLo, offset, n - hs);
-    T.writeErrorPayload(buf, pos + hs, errno, msg);
-    this.bytesWritten.value += n;
-  }
-
-  private async read(flags: number, cHi: number, cLo: number, offset: number, count: number): Promise<void> {
-    if (!this.neg.structuredReplies) {
-      // Simple reply: header and data in one buffer, one write.
-      const b = replyBuffers.get(T.SIMPLE_REPLY_SIZE + count);
-      try {
-        await this.ctx.pread(b.subarray(T.SIMPLE_REPLY_SIZE), offset, 0);
-      } catch (e) {
-        replyBuffers.put(b);
-        throw e;
-      }
-      T.writeSimpleReply(b, 0, 0, cHi, cLo);
-      this.queueData(b);
-      return;
-    }
-    const hs = T.chunkHeaderSize(this.ext);
-    const head = hs + T.OFFSET_DATA_PREFIX;
-    const b = replyBuffers.get(head + count);
-    const data = b.subarray(head);
-    let pieces: ReadPiece[];
-    try {
-      // "NBD_CMD_FLAG_DF ... the server MUST NOT fragment the reply": plain data then.
-      if (flags & C.NBD_CMD_FLAG_DF) {
-        await this.ctx.pread(data, offset, 0);
-        pieces = [{ length: count, hole: false }];
-      } else pieces = mergeHoles(await this.ctx.preadSparse(data, offset, 0), data);
-    } catch (e) {
-      replyBuffers.put(b);
-      throw e;
-    }
-    if (this.gone) {
-      replyBuffers.put(b);
-      return;
-    }
-    if (pieces.length === 1 && !pieces[0]!.hole) {
-      T.writeChunk(b, 0, this.ext, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_OFFSET_DATA, cHi, cLo, offset, T.OFFSET_DATA_PREFIX + count);
-      T.writeOffset(b, hs, offset);
-      this.queueData(b);
-      return;
-    }
-    this.sparseChunks(b, head, pieces, cHi, cLo, offset);
-  }
-
-  /** Data and hole chunks for a sparse read: holes as NBD_REPLY_TYPE_OFFSET_HOLE, nothing of them on the wire. */
-  private sparseChunks(b: Buffer, head: number, pieces: ReadPiece[], cHi: number, cLo: number, offset: number): void {
-    const hs = T.chunkHeaderSize(this.ext);
-    const last = pieces.length - 1;
-    let at = 0;
-    // The buffer goes back to the pool after the last data piece written from it.
-    let lastData = -1;
-    for (let i = 0; i < pieces.length; i++) if (!pieces[i]!.hole) lastData = i;
-    if (lastData < 0) replyBuffers.put(b);
-    for (let i = 0; i <= last; i++) {
-      const piece = pieces[i]!;
-      const flags = i === last ? C.NBD_REPLY_FLAG_DONE : 0;
-      const pieceOffset = offset + at;
-      if (piece.hole) {
-        const { buf, pos } = this.replies.reserve(hs + T.OFFSET_HOLE_SIZE);
-        T.writeChunk(buf, pos, this.ext, flags, C.NBD_REPLY_TYPE_OFFSET_HOLE, cHi, cLo, offset, T.OFFSET_HOLE_SIZE);
-        T.writeOffsetHole(buf, pos + hs, pieceOffset, piece.length);
-        this.bytesWritten.value += hs + T.OFFSET_HOLE_SIZE;
-      } else if (at === 0) {
-        // The first piece's header fits in front of it, in the buffer itself.
-        T.writeChunk(b, 0, this.ext, flags, C.NBD_REPLY_TYPE_OFFSET_DATA, cHi, cLo, offset, T.OFFSET_DATA_PREFIX + piece.length);
-        T.writeOffset(b, hs, pieceOffset);
-        this.push(b.subarray(0, head + piece.length), i === lastData ? b : null);
-      } else {
-        const { buf, pos } = this.replies.reserve(head);
-        T.writeChunk(buf, pos, this.ext, flags, C.NBD_REPLY_TYPE_OFFSET_DATA, cHi, cLo, offset, T.OFFSET_DATA_PREFIX + piece.length);
-        T.writeOffset(buf, pos + hs, pieceOffset);
-        this.bytesWritten.value += head;
-        this.push(b.subarray(head + at, head + at + piece.length), i === lastData ? b : null);
-      }
-      at += piece.length;
-    }
-  }
-
-  private push(view: Buffer, release: Buffer | null): void {
-    this.bytesWritten.value += view.length;
-    this.replies.push(view, release ? () => replyBuffers.put(release) : undefined);
-  }
-
-  private queueData(b: Buffer): void {
-    if (this.gone) {
-      replyBuffers.put(b);
-      return;
-    }
-    this.bytesWritten.value += b.length;
-    this.replies.push(b, () => replyBuffers.put(b));
-  }
-
-  /** One status chunk per selected context ("exactly one status chunk per negotiated metadata context ID"). */
-  private async blockStatus(cHi: number, cLo: number, offset: number, count: number, f: number, ids: number[] | null): Promise<void> {
-    const chosen = ids ? this.neg.metaContexts.filter((m) => ids.includes(m.id)) : this.neg.metaContexts;
-    const reqOne = (f & FLAG_REQ_ONE) !== 0;
-    const all = await Promise.all(
-      chosen.map(async (m): Promise<Extent[]> => {
-        const e = m.name === C.BASE_ALLOCATION ? await this.ctx.extents(count, offset, f) : await this.ctx.contextExtents(m.name, count, offset, f);
-        // "Servers SHOULD NOT send more than 2^20 extents in a single reply chunk".
-        const clipped = clipExtents(e, count, reqOne);
-        return clipped.length > MAX_EXTENTS ? clipped.slice(0, MAX_EXTENTS) : clipped;
-      }),
-    );
-    if (this.gone) return;
-    const hs = T.chunkHeaderSize(this.ext);
-    chosen.forEach((m, i) => {
-      const ext = all[i]!;
-      const len = T.blockStatusSize(this.ext, ext.length);
-      const { buf, pos } = this.replies.reserveAny(hs + len);
-      T.writeChunk(buf, pos, this.ext, i === chosen.length - 1 ? C.NBD_REPLY_FLAG_DONE : 0,
-        this.ext ? C.NBD_REPLY_TYPE_BLOCK_STATUS_EXT : C.NBD_REPLY_TYPE_BLOCK_STATUS, cHi, cLo, offset, len);
-      T.writeBlockStatus(buf, pos + hs, this.ext, m.id, ext);
-      this.bytesWritten.value += hs + len;
-    });
   }
 
   // ---- flow control
@@ -587,26 +430,4 @@ export class Transmission {
     this.socket.resume();
     this.pump();
   }
-}
-
-/** Holes too short to be worth a chunk are zeros inside the data (written into buf). */
-function mergeHoles(pieces: ReadPiece[], buf: Buffer): ReadPiece[] {
-  if (pieces.length === 1) {
-    if (pieces[0]!.hole && pieces[0]!.length < MIN_HOLE_CHUNK) {
-      buf.fill(0);
-      return [{ length: buf.length, hole: false }];
-    }
-    return pieces;
-  }
-  const out: ReadPiece[] = [];
-  let at = 0;
-  for (const p of pieces) {
-    const hole = p.hole && p.length >= MIN_HOLE_CHUNK;
-    if (p.hole && !hole) buf.fill(0, at, at + p.length);
-    const prev = out[out.length - 1];
-    if (prev && prev.hole === hole) prev.length += p.length;
-    else out.push({ length: p.length, hole });
-    at += p.length;
-  }
-  return out;
 }
