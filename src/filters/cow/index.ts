@@ -4,8 +4,9 @@
 // name); overlays live until the server exits. See overlay.ts.
 
 import { existsSync } from "node:fs";
-import { parseBool, parseSize } from "../../backend/size.js";
+import { parseBool } from "../../backend/size.js";
 import type { BlockSize, Filter, LowerBackend } from "../../backend/types.js";
+import { parseBlockSizeParam } from "../kit/block-size.js";
 import { TempFile } from "../kit/tmpfile.js";
 import { ALLOCATION_DEPTH, Overlay, type CacheMode } from "./overlay.js";
 
@@ -59,19 +60,9 @@ export default function createFilter(): Filter<CowHandle> {
 
     config(next, key, value) {
       switch (key) {
-        case "cow-block-size": {
-          let n: number;
-          try {
-            n = parseSize(value);
-          } catch (e) {
-            throw new Error(`cow: cow-block-size: ${(e as Error).message}`);
-          }
-          if (n < 4096 || n > 2 ** 31 || (n & (n - 1)) !== 0) {
-            throw new Error(`cow: cow-block-size is out of range (4096..2G) or not a power of 2: '${value}'`);
-          }
-          blksize = n;
+        case "cow-block-size":
+          blksize = parseBlockSizeParam("cow", key, value, 4096);
           return;
-        }
         case "cow-on-cache":
           try {
             cowOnCache = parseBool(value);

@@ -10,7 +10,7 @@
 // may have written part), never before: a write that straddles a
 // checkpoint lands in the new bitmap, so the next incremental copy has it.
 
-import { parseSize } from "../../backend/size.js";
+import { parseBlockSizeParam } from "../kit/block-size.js";
 import type { Filter, ServerServices } from "../../backend/types.js";
 import { FLAG_REQ_ONE } from "../../backend/types.js";
 import { DirtyBitmap } from "./bitmap.js";
@@ -126,17 +126,9 @@ export default function createFilter(): Filter<DirtyHandle> {
           }
           name = value;
           return;
-        case "dirty-block-size": {
-          let n: number;
-          try {
-            n = parseSize(value);
-          } catch (e) {
-            throw new Error(`dirty: dirty-block-size: ${(e as Error).message}`);
-          }
-          if (n < 512 || n > 2 ** 31 || (n & (n - 1)) !== 0) throw new Error(`dirty: dirty-block-size is out of range (512..2G) or not a power of 2: '${value}'`);
-          blockSize = n;
+        case "dirty-block-size":
+          blockSize = parseBlockSizeParam("dirty", key, value, 512);
           return;
-        }
         case "dirty-file":
           if (value === "") throw new Error("dirty: dirty-file: a path is needed");
           file = value;
