@@ -5,7 +5,7 @@
 // answer looks on the wire.
 
 import { clipExtents } from "../backend/extents.js";
-import { FLAG_REQ_ONE, type Context, type Extent, type ReadPiece } from "../backend/types.js";
+import { FLAG_REQ_ONE, type Context, type DirectMemory, type Extent, type ReadPiece } from "../backend/types.js";
 import * as C from "../protocol/constants.js";
 import * as T from "../protocol/transmission.js";
 import { replyBuffers } from "./buffer-pool.js";
@@ -29,6 +29,8 @@ export class ReplyWriter {
   private readonly ext: boolean;
   private readonly structured: boolean;
   private readonly contexts: ReplyFormat["metaContexts"];
+  /** readMemory's pieces, reused. */
+  private readonly pieces: (Buffer | number)[] = [];
 
   constructor(
     private readonly replies: ReplyQueue,
@@ -121,6 +123,99 @@ export class ReplyWriter {
     this.sparseChunks(b, head, pieces, cHi, cLo, offset);
   }
 
+  /**
+   * A READ answered from the storage's own memory (DirectMemory): the
+   * header goes into the reply arena, the data as views of the pages, so
+   * the only copy is the kernel's into the socket. Holes of at least
+   * MIN_HOLE_CHUNK are OFFSET_HOLE chunks on a structured reply without
+   * DF; shorter ones, and every hole of a simple or DF reply, are zeros
+   * from one shared zero buffer.
+   */
+  readMemory(mem: DirectMemory, flags: number, cHi: number, cLo: number, offset: number, count: number): void {
+    if (this.gone) return;
+    const pieces = this.pieces;
+    pieces.length = 0;
+    mem.view(count, offset, pieces);
+    const release = this.releaseFor(mem);
+    if (!this.structured) {
+      const { buf, pos } = this.replies.reserve(T.SIMPLE_REPLY_SIZE);
+      T.writeSimpleReply(buf, pos, 0, cHi, cLo);
+      this.bytesWritten.value += T.SIMPLE_REPLY_SIZE;
+      this.pushPieces(0, pieces.length, release);
+      return;
+    }
+    const hs = T.chunkHeaderSize(this.ext);
+    const head = hs + T.OFFSET_DATA_PREFIX;
+    const chunked = (flags & C.NBD_CMD_FLAG_DF) === 0;
+    // The views are released with the write of the last piece sent as data (writes finish in order).
+    let lastData = pieces.length - 1;
+    while (lastData >= 0 && chunked && typeof pieces[lastData] === "number" && (pieces[lastData] as number) >= MIN_HOLE_CHUNK) lastData--;
+    if (lastData < 0) release();
+    let at = 0; // bytes of the read covered so far
+    let i = 0;
+    while (i < pieces.length) {
+      const p = pieces[i]!;
+      if (chunked && typeof p === "number" && p >= MIN_HOLE_CHUNK) {
+        const { buf, pos } = this.replies.reserve(hs + T.OFFSET_HOLE_SIZE);
+        const done = i === pieces.length - 1 ? C.NBD_REPLY_FLAG_DONE : 0;
+        T.writeChunk(buf, pos, this.ext, done, C.NBD_REPLY_TYPE_OFFSET_HOLE, cHi, cLo, offset, T.OFFSET_HOLE_SIZE);
+        T.writeOffsetHole(buf, pos + hs, offset + at, p);
+        this.bytesWritten.value += hs + T.OFFSET_HOLE_SIZE;
+        at += p;
+        i++;
+        continue;
+      }
+      // One data chunk: every piece up to the next hole worth its own chunk.
+      let j = i;
+      let len = 0;
+      while (j < pieces.length) {
+        const q = pieces[j]!;
+        if (chunked && typeof q === "number" && q >= MIN_HOLE_CHUNK) break;
+        len += typeof q === "number" ? q : q.length;
+        j++;
+      }
+      const { buf, pos } = this.replies.reserve(head);
+      T.writeChunk(buf, pos, this.ext, j === pieces.length ? C.NBD_REPLY_FLAG_DONE : 0, C.NBD_REPLY_TYPE_OFFSET_DATA, cHi, cLo, offset, T.OFFSET_DATA_PREFIX + len);
+      T.writeOffset(buf, pos + hs, offset + at);
+      this.bytesWritten.value += head;
+      this.pushPieces(i, j, lastData < j ? release : null);
+      at += len;
+      i = j;
+    }
+  }
+
+  private releaseMem: DirectMemory | null = null;
+  private releaseFn: (() => void) | null = null;
+  /** One release callback per storage (a connection reads from one). */
+  private releaseFor(mem: DirectMemory): () => void {
+    if (this.releaseMem !== mem) {
+      this.releaseMem = mem;
+      this.releaseFn = () => mem.release();
+    }
+    return this.releaseFn!;
+  }
+
+  /** pieces[from, to) onto the queue: views as they are, holes as zeros; `done` after the last. */
+  private pushPieces(from: number, to: number, done: (() => void) | null): void {
+    const pieces = this.pieces;
+    for (let k = from; k < to; k++) {
+      const p = pieces[k]!;
+      const end = k === to - 1 ? (done ?? undefined) : undefined;
+      if (typeof p !== "number") {
+        this.bytesWritten.value += p.length;
+        this.replies.push(p, end);
+        continue;
+      }
+      this.bytesWritten.value += p;
+      for (let left = p; left > 0; ) {
+        const n = Math.min(left, ZEROS.length);
+        left -= n;
+        this.replies.push(n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n), left === 0 ? end : undefined);
+      }
+    }
+    if (from === to) done?.();
+  }
+
   /** Data and hole chunks for a sparse read: holes as NBD_REPLY_TYPE_OFFSET_HOLE, nothing of them on the wire. */
   private sparseChunks(b: Buffer, head: number, pieces: ReadPiece[], cHi: number, cLo: number, offset: number): void {
     const hs = T.chunkHeaderSize(this.ext);
@@ -194,6 +289,9 @@ export class ReplyWriter {
     });
   }
 }
+
+/** Zeros for holes inside data replies of readMemory: only ever read. */
+const ZEROS = Buffer.alloc(1024 * 1024);
 
 /** Holes too short to be worth a chunk are zeros inside the data (written into buf). */
 function mergeHoles(pieces: ReadPiece[], buf: Buffer): ReadPiece[] {

@@ -84,10 +84,11 @@ export class SocketReader {
       this.used += n;
       chunk = this.arena.subarray(start, start + n);
     }
-    if (this.target) {
+    while (this.target) {
       // The read was already under way into the arena (or a guess) when direct() was
-      // called: what belongs to the payload is copied, the rest queued after it.
-      const k = Math.min(n, this.target.length - this.filled);
+      // called: what belongs to the payload is copied, the rest queued after it
+      // (or copied on into the next target, when the one filled set another).
+      const k = Math.min(chunk.length, this.target.length - this.filled);
       chunk.copy(this.target, this.filled, 0, k);
       this.filled += k;
       chunk = chunk.subarray(k);

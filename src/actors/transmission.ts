@@ -14,7 +14,7 @@
 import type { Duplex } from "node:stream";
 import type { Opened } from "../backend/chain.js";
 import { errorMessage, wireErrno } from "../backend/errors.js";
-import type { Context } from "../backend/types.js";
+import type { Context, DirectMemory } from "../backend/types.js";
 import type { TransmissionEvent } from "../machines/transmission.js";
 import type { ExportInfo } from "../options/export-info.js";
 import * as C from "../protocol/constants.js";
@@ -74,6 +74,13 @@ export class Transmission {
   private readonly hdr = T.newRequestHeader();
   private readonly scratch = Buffer.allocUnsafe(T.EXTENDED_REQUEST_SIZE);
   private readonly ctx: Context;
+  /** The storage's memory, when the stack offers it (reads and large writes skip the stack's calls). */
+  private readonly mem: DirectMemory | null;
+  /** Where a WRITE's payload is being read into (DirectMemory.target), and how far. */
+  private readonly targets: Buffer[] = [];
+  private targetAt = 0;
+  private targetWrite: { cHi: number; cLo: number; offset: number; length: number } = { cHi: 0, cLo: 0, offset: 0, length: 0 };
+  private targetPinned = false;
   private readonly ext: boolean;
   private readonly headerSize: number;
   private readonly limits: RequestLimits;
@@ -96,6 +103,7 @@ export class Transmission {
     private readonly reader?: SocketReader,
   ) {
     this.ctx = neg.opened.ctx;
+    this.mem = this.ctx.memory ?? null;
     this.ext = neg.extendedHeaders;
     this.headerSize = T.requestSize(this.ext);
     this.limits = { info: neg.info, structuredReplies: neg.structuredReplies, extendedHeaders: neg.extendedHeaders, contexts: neg.metaContexts.length };
@@ -172,6 +180,11 @@ export class Transmission {
 
   /** The socket is gone: nothing more is written. */
   clientClosed(): void {
+    // A payload that was arriving into pages never will: they are let go.
+    if (this.targetPinned) {
+      this.targetPinned = false;
+      this.mem!.release();
+    }
     this.out.gone = true;
     this.reading = false;
     this.replies.close();
@@ -241,6 +254,48 @@ export class Transmission {
         continue;
       }
       const reader = this.reader;
+      const mem = this.mem;
+      if (
+        reader && mem?.target && type === C.NBD_CMD_WRITE && payloadLen >= DIRECT_MIN && !this.refusing &&
+        !(flags & C.NBD_CMD_FLAG_FUA) && checkRequest(this.limits, type, flags, offset, payloadLen) === 0
+      ) {
+        // The payload is read from the socket straight into the pages it
+        // writes (what is queued already is copied there first). FUA
+        // writes take the stack's path (its flush). Invalid ones too: they
+        // are answered with their error once the payload is consumed.
+        this.lastWrite = 0;
+        const t = this.targets;
+        t.length = 0;
+        mem.target(payloadLen, offset, t);
+        this.targetPinned = true;
+        const w = this.targetWrite;
+        w.cHi = cookieHi;
+        w.cLo = cookieLo;
+        w.offset = offset;
+        w.length = payloadLen;
+        q.drop(H);
+        let have = Math.min(q.length, payloadLen);
+        this.targetAt = 0;
+        let filled = 0;
+        while (have > 0) {
+          const b = t[this.targetAt]!;
+          const k = Math.min(have, b.length - filled);
+          q.copyTo(filled === 0 && k === b.length ? b : b.subarray(filled, filled + k), 0, k);
+          q.drop(k);
+          have -= k;
+          filled += k;
+          if (filled === b.length) {
+            this.targetAt++;
+            filled = 0;
+          }
+        }
+        if (this.targetAt === t.length) {
+          if (!this.targetDone()) return;
+          continue;
+        }
+        this.fillTarget(reader, filled);
+        return;
+      }
       if (reader && type === C.NBD_CMD_WRITE && payloadLen >= DIRECT_MIN) {
         this.lastWrite = payloadLen;
         const g = this.guessed;
@@ -285,6 +340,34 @@ export class Transmission {
       this.bytesRead.value += H + payloadLen;
       if (!this.accept(type, flags, cookieHi, cookieLo, offset, hdr.length, payload, pooled)) return;
     }
+  }
+
+  /** The socket fills targets[targetAt...] (the first `filled` bytes of it are in), then the WRITE is done. */
+  private fillTarget(reader: SocketReader, filled: number): void {
+    const t = this.targets;
+    reader.direct(t[this.targetAt]!, filled, () => {
+      if (++this.targetAt < t.length) return this.fillTarget(reader, 0);
+      // The next read is the next request's header alone: a payload after
+      // it can go straight to its pages too, none of it through the arena.
+      reader.nextReadAtMost(this.headerSize);
+      if (this.targetDone()) this.pump();
+    });
+  }
+
+  /** A WRITE's payload is all in its pages: answered. False: nothing more is read. */
+  private targetDone(): boolean {
+    const w = this.targetWrite;
+    this.targetPinned = false;
+    this.mem!.release();
+    this.bytesRead.value += this.headerSize + w.length;
+    this.requests++;
+    this.out.ok(w.cHi, w.cLo, w.offset);
+    if (this.busy()) {
+      this.paused = true;
+      this.socket.pause();
+      this.awaitDrain();
+    }
+    return true;
   }
 
   /** A whole request has been read: refused, or dispatched. False: nothing more is read. */
@@ -341,6 +424,12 @@ export class Transmission {
     if (err !== 0) {
       if (pooled) replyBuffers.put(pooled);
       this.out.error(type, err, "request rejected", cHi, cLo, offset);
+      return;
+    }
+    const mem = this.mem;
+    if (mem !== null && type === C.NBD_CMD_READ) {
+      // Straight from the storage's memory: nothing in flight, no await.
+      this.out.readMemory(mem, flags, cHi, cLo, offset, count);
       return;
     }
     const f = stackFlags(type, flags);

@@ -14,7 +14,7 @@ import type { Call, Caps, DataCall, LayerOps } from "./layer-ops.js";
 import { boundaryError } from "./layer-ops.js";
 import {
   FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE, NbdError,
-  type BlockSize, type CacheMode, type Context, type Extent, type FuaMode, type ReadPiece,
+  type BlockSize, type CacheMode, type Context, type DirectMemory, type Extent, type FuaMode, type ReadPiece,
 } from "./types.js";
 
 const ZERO_FLAGS = FLAG_FUA | FLAG_MAY_TRIM | FLAG_FAST_ZERO;
@@ -54,6 +54,8 @@ export class BackendContext implements Context, Call {
   extents: Context["extents"];
   contextExtents: Context["contextExtents"];
   cache: Context["cache"];
+  /** DirectMemory of the plugin below, when this layer and every one between pass reads and writes through. */
+  readonly memory: DirectMemory | null;
 
   constructor(
     readonly ops: LayerOps,
@@ -75,6 +77,10 @@ export class BackendContext implements Context, Call {
     this.extents = passed("extents") ? n!.extents.bind(n) : this.checkedExtents;
     this.contextExtents = passed("contextExtents") ? n!.contextExtents.bind(n) : this.checkedContextExtents;
     this.cache = passed("cache") ? n!.cache.bind(n) : this.checkedCache;
+    // A layer that sees reads or writes must see every one: only a layer
+    // that passes all data through hands the storage up.
+    const through = passed("pread") && passed("preadSparse") && passed("pwrite");
+    this.memory = n === null ? (ops.memory?.(handle) ?? null) : through ? (n.memory ?? null) : null;
   }
 
   get name(): string {

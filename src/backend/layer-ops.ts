@@ -12,7 +12,7 @@
 import { NBD_EINVAL, NBD_ENOTSUP, NBD_EPERM } from "../protocol/constants.js";
 import {
   FLAG_FAST_ZERO, FLAG_FUA, NbdError,
-  type BlockSize, type CacheMode, type ConnectionInfo, type Context, type ExportEntry, type FuaMode,
+  type BlockSize, type CacheMode, type ConnectionInfo, type Context, type DirectMemory, type ExportEntry, type FuaMode,
   type ListParams, type LowerBackend, type PeerInfo, type Plugin, type ReadPiece, type ServerServices, type Extent,
 } from "./types.js";
 
@@ -96,6 +96,8 @@ export interface LayerOps {
   extents(c: Call, count: number, offset: number, flags: number): Promise<Extent[]>;
   contextExtents(c: Call, context: string, count: number, offset: number, flags: number): Promise<Extent[]>;
   cache(c: Call, count: number, offset: number, flags: number): Promise<void>;
+  /** The plugin's DirectMemory for an opened handle (plugins only). */
+  memory?(handle: unknown): DirectMemory | null;
 }
 
 const ZERO_CHUNK = 1024 * 1024;
@@ -121,6 +123,7 @@ export function pluginOps(p: Plugin): LayerOps {
     name,
     kind: "plugin",
     passThrough: NONE,
+    memory: p.memory ? (h) => p.memory!(h) : undefined,
     async load() {
       await p.load?.();
     },

@@ -81,7 +81,9 @@ export class SharedContexts {
     // A rejected promise, never a synchronous throw: callers chain .then().
     const shut = () => Promise.reject(new NbdError(NBD_ESHUTDOWN, `shared context ${entry.key} is closed`));
     // Spelled out per method: no argument array or apply() per request.
-    const v = Object.create(ctx) as Context;
+    const v = Object.create(ctx) as Context & { memory: null };
+    // Every call goes through the tracking below: no zero-copy side door.
+    v.memory = null;
     v.pread = (b, o, f) => (closed() ? shut() : h.track(ctx.pread(b, o, f)));
     v.preadSparse = (b, o, f) => (closed() ? shut() : h.track(ctx.preadSparse(b, o, f)));
     v.pwrite = (b, o, f) => (closed() ? shut() : h.track(ctx.pwrite(b, o, f)));

@@ -137,10 +137,38 @@ export interface DataOps {
   cache(count: number, offset: number, flags: number): Promise<void>;
 }
 
+/**
+ * Storage that lives in this process's memory, reached without a copy: a
+ * READ's reply is written from views of the storage itself, a WRITE's
+ * payload is read from the socket straight into it. Offered by a plugin
+ * (memory) and handed up by every filter layer that passes reads and
+ * writes through; a context that has it still serves every call as usual.
+ * Ranges given are already checked (in the export, not empty).
+ */
+export interface DirectMemory {
+  /**
+   * The bytes of [offset, offset + count) in order, appended to out: a
+   * Buffer is data (a view of the storage itself), a number that many bytes
+   * of hole (zeros). Call release() once nothing reads the views any more.
+   */
+  view(count: number, offset: number, out: (Buffer | number)[]): void;
+  /**
+   * The storage of [offset, offset + count) allocated, as buffers in order,
+   * appended to out: what is written into them is the disk's contents.
+   * Call release() once the last byte is in. Absent when the context is
+   * read-only.
+   */
+  target?(count: number, offset: number, out: Buffer[]): void;
+  /** One view() or target() is done with: until every one is, freed storage is not reused. */
+  release(): void;
+}
+
 /** An opened context into a layer: what a connection or a filter holds. */
 export interface Context extends DataOps {
   readonly exportName: string;
   readonly readonly: boolean;
+  /** Zero-copy access to the storage, when every layer down to it passes data through (DirectMemory). */
+  readonly memory?: DirectMemory | null;
 }
 
 /** Options to open a context into a layer (used by filters below afterFork). */
@@ -224,6 +252,12 @@ export interface Plugin<H = any> extends LayerCommon {
    */
   preadSparse?(h: H, buf: Buffer, offset: number, flags: number): MaybePromise<ReadPiece[]>;
   pwrite?(h: H, buf: Buffer, offset: number, flags: number): MaybePromise<void>;
+  /**
+   * Optional: the storage as DirectMemory (it must hold the same bytes
+   * pread and pwrite see). The server then reads and writes data through
+   * it when no filter handles data; flush, trim and the rest still come here.
+   */
+  memory?(h: H): DirectMemory | null;
   flush?(h: H, flags: number): MaybePromise<void>;
   trim?(h: H, count: number, offset: number, flags: number): MaybePromise<void>;
   zero?(h: H, count: number, offset: number, flags: number): MaybePromise<void>;

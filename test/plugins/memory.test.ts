@@ -5,6 +5,8 @@ import { NbdError, FLAG_REQ_ONE, FLAG_MAY_TRIM } from "../../src/backend/types.j
 import { NBD_ENOSPC } from "../../src/protocol/constants.js";
 import { configure, openPlugin, LIST } from "./helpers.js";
 import { openThroughStack } from "../helpers/stack.js";
+import createCheckwrite from "../../src/filters/checkwrite/index.js";
+import createNofilter from "../../src/filters/nofilter/index.js";
 
 const DATA = 0;
 const HOLE = 3;
@@ -206,5 +208,68 @@ describe("memory plugin: extents", () => {
       { length: PAGE_SIZE, type: HOLE },
       { length: PAGE_SIZE, type: DATA },
     ]);
+  });
+});
+
+describe("memory plugin: zero-copy access (DirectMemory)", () => {
+  it("views are the pages themselves: holes as lengths, pages adjacent in memory as one view", async () => {
+    const p = createMemory();
+    const { ctx } = await openThroughStack(p, [["size", "1M"]]);
+    const m = ctx.memory!;
+    expect(m).toBeTruthy();
+    // Pages 2..5 allocated by one write, in order: one slab, side by side.
+    await ctx.pwrite(Buffer.alloc(4 * PAGE_SIZE, 0xab), 2 * PAGE_SIZE, 0);
+    const out: (Buffer | number)[] = [];
+    m.view(7 * PAGE_SIZE - 100, 100, out);
+    expect(out.map((x) => (typeof x === "number" ? x : `data ${x.length}`))).toEqual([
+      2 * PAGE_SIZE - 100, `data ${4 * PAGE_SIZE}`, PAGE_SIZE,
+    ]);
+    // A view is the storage: a write shows through it (no copy was made).
+    await ctx.pwrite(Buffer.alloc(1, 0x11), 3 * PAGE_SIZE, 0);
+    expect((out[1] as Buffer)[PAGE_SIZE]).toBe(0x11);
+    m.release();
+    expect(p.disk.pins).toBe(0);
+  });
+
+  it("targets allocate the pages and what is written into them is the disk", async () => {
+    const p = createMemory();
+    const { ctx } = await openThroughStack(p, [["size", "1M"]]);
+    const t: Buffer[] = [];
+    ctx.memory!.target!(PAGE_SIZE + 10, PAGE_SIZE - 5, t);
+    expect(t.reduce((n, b) => n + b.length, 0)).toBe(PAGE_SIZE + 10);
+    let v = 1;
+    for (const b of t) for (let i = 0; i < b.length; i++) b[i] = v++ & 0xff;
+    ctx.memory!.release();
+    const back = Buffer.alloc(PAGE_SIZE + 10);
+    await ctx.pread(back, PAGE_SIZE - 5, 0);
+    expect(back[0]).toBe(1);
+    expect(back[PAGE_SIZE + 9]).toBe((PAGE_SIZE + 10) & 0xff);
+    expect(p.disk.allocatedPages).toBe(3);
+  });
+
+  it("a page freed while a view is out is not reused for another offset", async () => {
+    const p = createMemory();
+    const { ctx } = await openThroughStack(p, [["size", "1M"]]);
+    await ctx.pwrite(Buffer.alloc(PAGE_SIZE, 0x55), 0, 0);
+    const out: (Buffer | number)[] = [];
+    ctx.memory!.view(PAGE_SIZE, 0, out); // a READ reply still being written from page 0
+    await ctx.trim(PAGE_SIZE, 0, 0);
+    await ctx.pwrite(Buffer.alloc(PAGE_SIZE, 0x77), 4 * PAGE_SIZE, 0);
+    expect((out[0] as Buffer).every((b) => b === 0x55)).toBe(true);
+    ctx.memory!.release();
+    // Released: freed pages are reused again.
+    await ctx.trim(PAGE_SIZE, 4 * PAGE_SIZE, 0);
+    await ctx.pwrite(Buffer.alloc(PAGE_SIZE, 0x99), 8 * PAGE_SIZE, 0);
+    expect(p.disk.pages.get(8)!.every((b) => b === 0x99)).toBe(true);
+  });
+
+  it("a read-only handle offers views but no targets; a filter that handles data hides it", async () => {
+    const ro = await openThroughStack(createMemory(), [["size", "1M"]], [], true);
+    expect(ro.ctx.memory?.view).toBeTypeOf("function");
+    expect(ro.ctx.memory?.target).toBeUndefined();
+    const { ctx } = await openThroughStack(createMemory(), [["size", "1M"]], [createCheckwrite()]);
+    expect(ctx.memory ?? null).toBeNull();
+    const passing = await openThroughStack(createMemory(), [["size", "1M"]], [createNofilter()]);
+    expect(passing.ctx.memory?.target).toBeTypeOf("function");
   });
 });

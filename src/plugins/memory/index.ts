@@ -1,13 +1,14 @@
 // memory plugin: a sparse RAM disk shared by every connection.
 
 import { FLAG_REQ_ONE } from "../../backend/types.js";
-import type { Plugin, ExportEntry, Extent } from "../../backend/types.js";
+import type { DirectMemory, Plugin, ExportEntry, Extent } from "../../backend/types.js";
 import { parseSize } from "../../backend/size.js";
 import { SparseArray, PAGE_SIZE } from "./sparse.js";
 
 /** The memory plugin's handle: nothing per connection, the disk is global. */
 export interface MemoryHandle {
   readonly exportName: string;
+  readonly readonly: boolean;
 }
 
 export interface MemoryPlugin extends Plugin<MemoryHandle> {
@@ -18,6 +19,12 @@ export interface MemoryPlugin extends Plugin<MemoryHandle> {
 export default function createPlugin(): MemoryPlugin {
   let size: number | undefined;
   const disk = new SparseArray();
+  const directMemory: DirectMemory = {
+    view: (count, offset, out) => disk.view(count, offset, out),
+    target: (count, offset, out) => disk.target(count, offset, out),
+    release: () => disk.release(),
+  };
+  const readOnlyMemory: DirectMemory = { view: directMemory.view, release: directMemory.release };
 
   return {
     name: "memory",
@@ -68,9 +75,13 @@ export default function createPlugin(): MemoryPlugin {
       return "";
     },
 
-    open(_readonly, exportName) {
-      return { exportName };
+    open(readonly, exportName) {
+      return { exportName, readonly };
     },
+
+    // The pages themselves: READ replies are written from them and WRITE
+    // payloads read into them (no copy), when no filter handles data.
+    memory: (h) => (h.readonly ? readOnlyMemory : directMemory),
 
     getSize: () => size!,
     canWrite: () => true,

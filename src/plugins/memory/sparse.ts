@@ -45,6 +45,13 @@ class PagePool {
 
 export class SparseArray {
   private pool = new PagePool();
+  /**
+   * Views and targets handed out (view(), target()) and not yet released.
+   * While any is out a freed page is dropped, not reused: a reply still
+   * being written from it, or a payload still arriving into it, must not
+   * meet another offset's data there.
+   */
+  pins = 0;
 
   /** Page index -> page contents (always PAGE_SIZE bytes). */
   readonly pages = new Map<number, Buffer>();
@@ -96,6 +103,92 @@ export class SparseArray {
     return out;
   }
 
+  /**
+   * [offset, offset + count) as views of the pages themselves, appended to
+   * out: Buffers for data, numbers for the lengths of holes. Pages next to
+   * each other in memory (one slab, allocated in order, as a sequential
+   * write leaves them) come out as one view. Pins until release().
+   */
+  view(count: number, offset: number, out: (Buffer | number)[]): void {
+    this.pins++;
+    let pos = 0;
+    let pi = Math.floor(offset / PAGE_SIZE);
+    let po = offset - pi * PAGE_SIZE;
+    let run: Buffer | null = null; // the page of the data run being built
+    let runStart = 0; // its byteOffset
+    let runLen = 0;
+    let hole = 0;
+    while (pos < count) {
+      const n = Math.min(PAGE_SIZE - po, count - pos);
+      const page = this.pages.get(pi);
+      if (page === undefined) {
+        if (run !== null) {
+          out.push(Buffer.from(run.buffer, runStart, runLen));
+          run = null;
+        }
+        hole += n;
+      } else {
+        if (hole > 0) {
+          out.push(hole);
+          hole = 0;
+        }
+        const at = page.byteOffset + po;
+        if (run !== null && run.buffer === page.buffer && runStart + runLen === at) runLen += n;
+        else {
+          if (run !== null) out.push(Buffer.from(run.buffer, runStart, runLen));
+          run = page;
+          runStart = at;
+          runLen = n;
+        }
+      }
+      pos += n;
+      pi++;
+      po = 0;
+    }
+    if (run !== null) out.push(Buffer.from(run.buffer, runStart, runLen));
+    else if (hole > 0) out.push(hole);
+  }
+
+  /**
+   * [offset, offset + count) as writable views of its pages (allocated
+   * now), appended to out; adjacent pages as one view, as view() does.
+   * Pins until release().
+   */
+  target(count: number, offset: number, out: Buffer[]): void {
+    this.pins++;
+    let pos = 0;
+    let pi = Math.floor(offset / PAGE_SIZE);
+    let po = offset - pi * PAGE_SIZE;
+    let run: Buffer | null = null;
+    let runStart = 0;
+    let runLen = 0;
+    while (pos < count) {
+      const n = Math.min(PAGE_SIZE - po, count - pos);
+      let page = this.pages.get(pi);
+      if (page === undefined) {
+        page = this.pool.get();
+        this.pages.set(pi, page);
+      }
+      const at = page.byteOffset + po;
+      if (run !== null && run.buffer === page.buffer && runStart + runLen === at) runLen += n;
+      else {
+        if (run !== null) out.push(Buffer.from(run.buffer, runStart, runLen));
+        run = page;
+        runStart = at;
+        runLen = n;
+      }
+      pos += n;
+      pi++;
+      po = 0;
+    }
+    if (run !== null) out.push(Buffer.from(run.buffer, runStart, runLen));
+  }
+
+  /** A view() or target() is done with. */
+  release(): void {
+    if (this.pins > 0) this.pins--;
+  }
+
   /** Copy buf to [offset, offset + buf.length), allocating pages. */
   write(buf: Buffer, offset: number): void {
     const len = buf.length;
@@ -130,7 +223,7 @@ export class SparseArray {
       if (page !== undefined) {
         if (n === PAGE_SIZE || (page.fill(0, po, po + n), page.equals(ZERO_PAGE))) {
           this.pages.delete(pi);
-          this.pool.put(page);
+          if (this.pins === 0) this.pool.put(page);
         }
       }
       pos += n;
