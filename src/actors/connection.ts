@@ -5,6 +5,7 @@
 // STARTTLS, and the socket's teardown. It tells the server when it is done.
 
 import { createActor, fromCallback, fromPromise, type Actor, type AnyActorRef, type InspectionEvent } from "xstate";
+import type net from "node:net";
 import type { Duplex } from "node:stream";
 import { errorMessage } from "../backend/errors.js";
 import type { ConnectionInfo } from "../backend/types.js";
@@ -20,6 +21,7 @@ import { handshakeFor, optionsFor, type Wire } from "./negotiation.js";
 import { peerOf } from "./peer.js";
 import { upgradeToTls, type TlsServer } from "./tls.js";
 import { Transmission, type Negotiated } from "./transmission.js";
+import type { RemoteLoop, TransmissionLoop, TransmissionThreads } from "./transmission-loop.js";
 import { trimSoon } from "../sys/trim.js";
 
 export interface ConnectionSettings {
@@ -29,6 +31,8 @@ export interface ConnectionSettings {
   tlsServer?: TlsServer;
   maxInFlight: number;
   maxInFlightBytes: number;
+  /** Worker threads a plain-socket connection's transmission may move to (src/threads). */
+  workers?: TransmissionThreads;
   /** Options one client may send before it is cut off (default MAX_OPTIONS). */
   maxOptions?: number;
   handshakeTimeoutMs?: number;
@@ -103,7 +107,9 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     const { socket, id } = input;
     const backend = system.get("backend") as AnyActorRef;
     const queue = new ByteQueue();
-    let tx: Transmission | null = null;
+    let tx: TransmissionLoop | null = null;
+    /** Set when a worker thread serves the transmission (it owns the socket then). */
+    let remote: RemoteLoop | null = null;
     let finished = false;
     /** Where the connection reads and writes: the raw socket, after STARTTLS the TLS socket over it. */
     let stream: Duplex = socket;
@@ -215,9 +221,36 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       return { opened: n.chosen!.opened, info: n.chosen!.info, structuredReplies: n.structuredReplies, extendedHeaders: n.extendedHeaders, metaContexts: n.metaContexts };
     };
 
+    /**
+     * A plain socket's transmission may move to a worker thread (the
+     * workers say whether this one does): from then on the worker reads
+     * and writes the socket, and `remote` stands in for the loop.
+     */
+    const handOff = (n: Negotiated): boolean => {
+      const w = settings.workers;
+      if (!w || stream !== socket || tlsUp || !readerOf(socket) || socket.destroyed) return false;
+      const ctx = n.opened.ctx;
+      const r = w.handOff({
+        id, socket: socket as net.Socket, queue, exportName: ctx.exportName, readonly: ctx.readonly, info: n.info,
+        structuredReplies: n.structuredReplies, extendedHeaders: n.extendedHeaders, metaContexts: n.metaContexts,
+        maxInFlight: settings.maxInFlight, maxInFlightBytes: settings.maxInFlightBytes,
+        emit: (ev) => {
+          const child = actor.getSnapshot().children.transmission as AnyActorRef | undefined;
+          child?.send(ev);
+        },
+        failed: (command, message) => failed(command, new Error(message)),
+        log: (m) => settings.log(`${id}: ${m}`),
+        closed: onClose,
+      });
+      if (!r) return false;
+      remote = r;
+      settings.log(`${id}: served by a worker thread`);
+      return true;
+    };
+
     // ---- the transmission machine, with the data loop as its effects
     const transmission = () => {
-      let loop: Transmission | null = null;
+      let loop: TransmissionLoop | null = null;
       const emit = (ev: TransmissionEvent) => {
         const child = actor.getSnapshot().children.transmission as AnyActorRef | undefined;
         // Outside the machine's own transition (the loop may report from inside an effect).
@@ -233,7 +266,13 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
             delete phases.preconnect;
             delete phases.handshake;
             delete phases.options;
-            loop = tx = new Transmission(stream, queue, negotiatedOf(), {
+            const neg = negotiatedOf();
+            if (handOff(neg)) {
+              loop = tx = remote;
+              queueMicrotask(() => remote!.start());
+              return;
+            }
+            loop = tx = new Transmission(stream, queue, neg, {
               maxInFlight: settings.maxInFlight,
               maxInFlightBytes: settings.maxInFlightBytes,
               log: (m) => settings.log(`${id}: ${m}`),
@@ -306,6 +345,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
             () =>
               new Promise<void>((resolve) => {
                 tx?.finish();
+                if (remote) return void remote.flushAndEnd(settings.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS).then(resolve);
                 if (stream.destroyed || stream.writableFinished) return resolve();
                 // A client that never reads the last replies does not hold the connection for ever.
                 const t = setTimeout(resolve, settings.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS);
@@ -350,6 +390,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       if (finished) return;
       finished = true;
       registry.delete(id);
+      remote?.destroy();
       stream.destroy();
       socket.destroy();
       sendBack({ type: "CONNECTION_CLOSED", id });

@@ -1,6 +1,7 @@
 // What the command line hands to the server actor.
 
 import type { TlsCredentials } from "./tls.js";
+import type { TransmissionThreads } from "./transmission-loop.js";
 
 export type Listener =
   | {
@@ -40,4 +41,6 @@ export interface ServerOptions {
    * (NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES) & MASK; default all.
    */
   maskHandshake?: number;
+  /** Worker threads a connection's transmission may move to (src/threads). */
+  workers?: TransmissionThreads;
 }

@@ -182,6 +182,7 @@ export async function startServer(stack: Stack, opts: StartOptions): Promise<Run
             tlsServer: tls,
             maxInFlight: Math.max(1, opts.threads),
             maxInFlightBytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            workers: opts.workers,
             maxOptions: opts.maxOptions,
             handshakeTimeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
             optionTimeoutMs: opts.optionTimeoutMs ?? DEFAULT_OPTION_TIMEOUT_MS,

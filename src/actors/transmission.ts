@@ -358,6 +358,7 @@ export class Transmission {
   private targetDone(): boolean {
     const w = this.targetWrite;
     this.targetPinned = false;
+    this.mem!.written?.(w.length, w.offset);
     this.mem!.release();
     this.bytesRead.value += this.headerSize + w.length;
     this.requests++;

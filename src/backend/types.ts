@@ -161,6 +161,25 @@ export interface DirectMemory {
   target?(count: number, offset: number, out: Buffer[]): void;
   /** One view() or target() is done with: until every one is, freed storage is not reused. */
   release(): void;
+  /** Optional: the payload of a target() is all in (before its release()). */
+  written?(count: number, offset: number): void;
+}
+
+/**
+ * A plugin whose connections can be served from transmission worker
+ * threads (src/threads): each worker runs its own instance of the plugin,
+ * configured with the same parameters, that shares this one's data.
+ */
+export interface PluginThreads {
+  /**
+   * Called once in the main thread after afterFork, before any client:
+   * what a worker's instance needs to reach the same data (structured-
+   * clonable), or null when this configuration cannot be shared (then
+   * every connection is served here).
+   */
+  share(): unknown;
+  /** Called on a worker's instance after its getReady, with share()'s value. */
+  join(state: unknown): void;
 }
 
 /** An opened context into a layer: what a connection or a filter holds. */
@@ -258,6 +277,8 @@ export interface Plugin<H = any> extends LayerCommon {
    * it when no filter handles data; flush, trim and the rest still come here.
    */
   memory?(h: H): DirectMemory | null;
+  /** Optional: this plugin can be served from worker threads (PluginThreads). */
+  threads?: PluginThreads;
   flush?(h: H, flags: number): MaybePromise<void>;
   trim?(h: H, count: number, offset: number, flags: number): MaybePromise<void>;
   zero?(h: H, count: number, offset: number, flags: number): MaybePromise<void>;

@@ -56,6 +56,8 @@ export interface CliArgs {
   noMetaContexts: boolean;
   /** --experimental-list-hier: serve NBD_OPT_LIST_HIER (docs/list-hier.md). */
   listHier: boolean;
+  /** --workers: transmission worker threads (undefined: one per core beyond the first). */
+  workers?: number;
   /** --mask-handshake=MASK: global handshake flags the server may advertise. */
   maskHandshake?: number;
   /** --short-options / --long-options: print the option names and exit. */
@@ -194,6 +196,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { flags: "--tls-certificates <DIR>", description: "TLS certificates directory", apply: (a, v) => void (a.tlsCertificates = v) },
   { flags: "--tls-psk <PSKFILE>", description: "TLS pre-shared keys file", apply: (a, v) => void (a.tlsPsk = v) },
   { flags: "--tls-verify-peer", description: "verify TLS client certificates", apply: (a) => void (a.tlsVerifyPeer = true) },
+  {
+    flags: "--workers <N>",
+    description: "worker threads for transmission, for plugins that share their data (default: one per core beyond the first; 0: none)",
+    apply: (a, v) => void (a.workers = parseWorkers(v)),
+  },
   { flags: "-U, --unix <SOCKET>", description: "listen on a Unix socket (\"-\": a private one, for --run)", apply: (a, v) => void (a.unix = v) },
   { flags: "-v, --verbose", description: "verbose messages on stderr", apply: (a) => void (a.verbose = true) },
   { flags: "-V, --version", description: "print the version and exit", apply: (a) => void (a.version = true) },
@@ -218,6 +225,13 @@ export function parseThreads(v: string): number {
   const n = Number(m[1]);
   if (n > 0x7fffffff) throw new CliError(`threads: could not parse number: "${v}": value too large`);
   return n === 0 ? DEFAULT_THREADS : n;
+}
+
+/** --workers=N: 0 to 64. */
+export function parseWorkers(v: string): number {
+  const n = parseUnsigned("workers", v);
+  if (n > 64) throw new CliError(`workers: ${v} is more than 64`);
+  return n;
 }
 
 /** As nbdkit_parse_unsigned: decimal, 0x hex or 0 octal, no sign, no trailing garbage. */

@@ -44,7 +44,7 @@ const SYNOPSIS = `${PROGRAM} [-4|--ipv4-only] [-6|--ipv6-only]
          [-t|--threads THREADS] [--timeout=TIMEOUT] [--tls=off|on|require]
          [--tls-certificates=/path/to/certificates]
          [--tls-psk=/path/to/pskfile] [--tls-verify-peer]
-         [-U|--unix SOCKET|-] [-v|--verbose]
+         [-U|--unix SOCKET|-] [-v|--verbose] [--workers=N]
          PLUGIN [[KEY=]VALUE [KEY=VALUE [...]]]
 
 ${PROGRAM} --dump-config

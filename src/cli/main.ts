@@ -20,6 +20,8 @@ import { runLs } from "./ls.js";
 import { listeningUri, makePrivateSocket, planListeners, type ListenerPlan } from "./listeners.js";
 import { makeLogSink, type LogSink } from "./log.js";
 import { listBuiltins, loadFilter, loadPlugin, type Loaded } from "./load.js";
+import { TransmissionWorkers } from "../threads/pool.js";
+import { availableParallelism } from "node:os";
 import { resolveParams } from "./params.js";
 import { SHUTDOWN_SIGNALS, onShutdownSignals, watchParent, writePidfile } from "./process-hooks.js";
 import { loadTls, type TlsSetup } from "./tls.js";
@@ -179,6 +181,36 @@ interface Started {
   watching: Watching;
   /** Synchronous cleanups (temporary directory, pid file), run at exit. */
   cleanups: Array<() => void>;
+  /** Transmission worker threads, if connections can move to them. */
+  workers?: TransmissionWorkers;
+}
+
+/**
+ * Transmission workers (src/threads), when this server can use them: a
+ * plugin that shares its data (PluginThreads), no filters (a filter's
+ * state lives in one thread), not TLS-only (TLS connections stay on the
+ * main thread) and not -s. The count is --workers, by default one per
+ * core beyond the first.
+ */
+function startWorkers(
+  a: CliArgs, plugin: Loaded<Plugin>, filters: Loaded<Filter>[], params: [string, string][], tls: TlsSetup, rep: Reporting,
+): TransmissionWorkers | undefined {
+  const log = rep.log("server");
+  const count = a.workers ?? Math.min(7, availableParallelism() - 1);
+  if (count <= 0) return undefined;
+  const why =
+    a.single ? "-s" : tls.mode === "require" ? "--tls=require" : filters.length > 0 ? "filters" : !plugin.layer.threads ? `the ${plugin.layer.name} plugin` : "";
+  if (why !== "") {
+    log(`no transmission workers: ${why}`);
+    return undefined;
+  }
+  const state = plugin.layer.threads!.share();
+  if (state === null) {
+    log(`no transmission workers: the ${plugin.layer.name} plugin cannot share this configuration`);
+    return undefined;
+  }
+  log(`transmission workers: ${count}`);
+  return new TransmissionWorkers({ count, plugin: a.plugin!, params, state, error: (m) => rep.error(m), log });
 }
 
 /** Load, configure and start: everything up to listening. Undoes itself on failure. */
@@ -209,10 +241,12 @@ async function start(a: CliArgs, plan: ListenerPlan, rep: Reporting, tls: TlsSet
   const stack = new Stack(plugin.layer, filters.map((f) => f.layer), stackOpts);
   const cleanups: Array<() => void> = [];
   let loaded = false;
+  let workers: TransmissionWorkers | undefined;
+  const params = resolveParams(a.params, plugin.layer.magicConfigKey, plugin.layer.name);
   try {
     await stack.load();
     loaded = true;
-    for (const [key, value] of resolveParams(a.params, plugin.layer.magicConfigKey, plugin.layer.name)) {
+    for (const [key, value] of params) {
       log(`config key=${key}, value=${value}`);
       await stack.config(key, value);
     }
@@ -231,6 +265,12 @@ async function start(a: CliArgs, plan: ListenerPlan, rep: Reporting, tls: TlsSet
     }
     const opts = serverOptions(a, listeners, tls, rep.log("server"));
     if (watching.inspect) opts.inspect = watching.inspect;
+    workers = startWorkers(a, plugin, filters, params, tls, rep);
+    if (workers) {
+      // Ready before the first client: what a client meets does not change under it.
+      await workers.settled;
+      opts.workers = workers;
+    }
     const server = await startServer(stack, opts);
     try {
       await watching.serve(stack, server);
@@ -239,8 +279,9 @@ async function start(a: CliArgs, plan: ListenerPlan, rep: Reporting, tls: TlsSet
       throw new CliError(`--status-page: ${e instanceof Error ? e.message : String(e)}`);
     }
     if (a.pidfile !== undefined) cleanups.push(writePidfile(a.pidfile).remove);
-    return { stack, server, watching, cleanups };
+    return { stack, server, watching, cleanups, workers };
   } catch (e) {
+    await workers?.close();
     await watching.close().catch(() => {});
     if (loaded) await stack.unload().catch(() => {});
     runAll(cleanups);
@@ -270,7 +311,7 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
   } finally {
     removeEarly();
   }
-  const { stack, server, watching, cleanups } = started;
+  const { stack, server, watching, cleanups, workers } = started;
   ready?.listening();
   log(`listening: ${listeningUri(server.address)}`);
 
@@ -312,6 +353,7 @@ async function serve(a: CliArgs, plan: ListenerPlan, ready: ReadinessReporter | 
     await server.closed;
     stopWatching?.();
     if (!stopping) log("the server stopped");
+    await workers?.close();
     await stack.unload(); // cleanup, then unload, layer by layer
   } finally {
     await watching.close().catch(() => {});

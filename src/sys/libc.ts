@@ -42,6 +42,14 @@ export interface Libc {
   readonly sendto: Fn;
   /** ssize_t recv(int fd, void *buf, size_t len, int flags). */
   readonly recv: Fn;
+  /** int dup(int fd). */
+  readonly dup: Fn;
+  /** void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off); returns a pointer (MAP_FAILED is -1). */
+  readonly mmap: Fn;
+  /** int munmap(void *addr, size_t len). */
+  readonly munmap: Fn;
+  /** int madvise(void *addr, size_t len, int advice). */
+  readonly madvise: Fn;
   /** int malloc_trim(size_t pad) (glibc); null elsewhere. */
   readonly mallocTrim: Fn | null;
 }
@@ -124,6 +132,10 @@ export function libc(): Libc | null {
       bind: lib.func("int bind(int fd, const void *addr, uint32_t len)"),
       sendto: lib.func("intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t alen)"),
       recv: lib.func("intptr_t recv(int fd, void *buf, size_t len, int flags)"),
+      dup: lib.func("int dup(int fd)"),
+      mmap: lib.func("void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)"),
+      munmap: lib.func("int munmap(void *addr, size_t len)"),
+      madvise: lib.func("int madvise(void *addr, size_t len, int advice)"),
       mallocTrim,
     };
   } catch (e) {

@@ -54,7 +54,7 @@ const lines = (s: string) => s.split("\n").filter((l) => l !== "");
 describe.skipIf(!requireTools([TOOLS.nbdkit]))("--short-options / --long-options (bash completion)", () => {
   // Options nbdkit 1.32 has that nbdstate refuses, and ours that it lacks (newer nbdkit's, or nbdstate's own).
   const REFUSED = ["-g", "-o", "-u", "--group", "--old-style", "--oldstyle", "--selinux-label", "--swap", "--user", "--vsock"];
-  const OURS = ["--check", "--inspect", "--status-page", "--keepalive", "--timeout", "--no-mc", "--no-meta-contexts", "--no-structured-replies", "--experimental-list-hier"];
+  const OURS = ["--check", "--inspect", "--status-page", "--keepalive", "--timeout", "--no-mc", "--no-meta-contexts", "--no-structured-replies", "--experimental-list-hier", "--workers"];
 
   for (const which of ["short", "long"] as const) {
     it(`--${which}-options: one a line, nbdkit's list less what nbdstate refuses, plus its own`, async () => {

@@ -4,6 +4,7 @@ import { FLAG_REQ_ONE } from "../../backend/types.js";
 import type { DirectMemory, Plugin, ExportEntry, Extent } from "../../backend/types.js";
 import { parseSize } from "../../backend/size.js";
 import { SparseArray, PAGE_SIZE } from "./sparse.js";
+import { SharedDisk, sharedDiskUnavailable, type SharedDiskState } from "./shared-disk.js";
 
 /** The memory plugin's handle: nothing per connection, the disk is global. */
 export interface MemoryHandle {
@@ -11,18 +12,26 @@ export interface MemoryHandle {
   readonly readonly: boolean;
 }
 
+/** What the plugin needs of its disk: SparseArray (one thread) or SharedDisk (worker threads). */
+export type Disk = Pick<SparseArray, "read" | "readSparse" | "write" | "zero" | "extents" | "view" | "target" | "release" | "clear" | "allocatedPages"> & {
+  written?(count: number, offset: number): void;
+};
+
 export interface MemoryPlugin extends Plugin<MemoryHandle> {
-  /** The shared disk (exposed for tests and diagnostics). */
-  readonly disk: SparseArray;
+  /** The disk every connection shares (exposed for tests and diagnostics). */
+  readonly disk: Disk;
 }
 
 export default function createPlugin(): MemoryPlugin {
   let size: number | undefined;
-  const disk = new SparseArray();
+  let disk: Disk = new SparseArray();
+  let shared: SharedDisk | null = null;
+  let joined = false;
   const directMemory: DirectMemory = {
     view: (count, offset, out) => disk.view(count, offset, out),
     target: (count, offset, out) => disk.target(count, offset, out),
     release: () => disk.release(),
+    written: (count, offset) => disk.written?.(count, offset),
   };
   const readOnlyMemory: DirectMemory = { view: directMemory.view, release: directMemory.release };
 
@@ -35,7 +44,27 @@ export default function createPlugin(): MemoryPlugin {
     configHelp:
       "size=<SIZE>          (required) Size of the backing disk.\n" +
       "allocator=sparse     Allocation strategy (only 'sparse' is available).",
-    disk,
+    get disk() {
+      return disk;
+    },
+
+    // Worker threads: the disk moves to one mmap every thread sees
+    // (shared-disk.ts). share() comes before any client, so the sparse
+    // disk it replaces is still empty.
+    threads: {
+      share(): SharedDiskState | null {
+        if (shared) return shared.state;
+        if (disk.allocatedPages > 0 || sharedDiskUnavailable() !== "") return null;
+        shared = SharedDisk.create(size!);
+        disk = shared;
+        return shared.state;
+      },
+      join(state) {
+        joined = true;
+        shared = SharedDisk.attach(state as SharedDiskState);
+        disk = shared;
+      },
+    },
 
     config(key, value) {
       switch (key) {
@@ -65,7 +94,8 @@ export default function createPlugin(): MemoryPlugin {
     },
 
     unload() {
-      disk.clear();
+      // A worker thread's instance leaves the disk to the main thread's.
+      if (!joined) disk.clear();
     },
 
     listExports(): ExportEntry[] {

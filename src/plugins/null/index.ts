@@ -1,9 +1,22 @@
 // null plugin: a bit bucket. Reads return zeros, writes are discarded.
 
-import type { Plugin, Extent } from "../../backend/types.js";
+import type { DirectMemory, Plugin, Extent } from "../../backend/types.js";
 import { parseSize } from "../../backend/size.js";
 
 const HOLE_ZERO = 3; // NBD_STATE_HOLE | NBD_STATE_ZERO
+
+/** Where WRITE payloads land to be forgotten (any number of them at once: nothing reads it). */
+let scratch: Buffer | null = null;
+const discard: DirectMemory = {
+  view(count, _offset, out) {
+    out.push(count);
+  },
+  target(count, _offset, out) {
+    if (scratch === null || scratch.length < count) scratch = Buffer.allocUnsafe(count);
+    out.push(scratch.subarray(0, count));
+  },
+  release() {},
+};
 
 export default function createPlugin(): Plugin<true> {
   let size = 0;
@@ -52,5 +65,10 @@ export default function createPlugin(): Plugin<true> {
     zero() {},
     extents: (_h, count): Extent[] => [{ length: count, type: HOLE_ZERO }],
     cache() {},
+    // The protocol path alone: READs are holes (no bytes to copy), WRITE
+    // payloads are read into one scratch buffer per thread and dropped.
+    memory: () => discard,
+    // Nothing to share: a worker thread's instance is the same bit bucket.
+    threads: { share: () => ({}), join() {} },
   };
 }
