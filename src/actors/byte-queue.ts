@@ -18,6 +18,12 @@ export class ByteQueue {
     this.wake();
   }
 
+  /** Whether a queued chunk is a view of this storage. */
+  holds(storage: ArrayBufferLike): boolean {
+    for (const c of this.chunks) if (c.buffer === storage) return true;
+    return false;
+  }
+
   /** Throw away everything buffered (STARTTLS: bytes sent before the upgrade). */
   clear(): void {
     this.chunks = [];

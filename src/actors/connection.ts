@@ -170,7 +170,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       const reader = readerOf(s);
       if (reader) {
         // Read into the server's own buffers (socket-reader.ts), no 'data' events.
-        reader.sink = { bytes: onData };
+        reader.sink = { bytes: onData, holds: (b) => queue.holds(b) };
         s.resume();
       } else s.on("data", onData);
       s.on("end", onEnd);

@@ -29,11 +29,13 @@ const MIN_ROOM = 2048;
 export interface ReadSink {
   /** Bytes that arrived outside a direct read (a view into an arena, valid until dropped). */
   bytes(chunk: Buffer): void;
+  /** Whether views of this storage are still queued (recycle() needs it). */
+  holds?(storage: ArrayBufferLike): boolean;
 }
 
 export class SocketReader {
   sink: ReadSink | null = null;
-  private arena = Buffer.allocUnsafe(FIRST_ARENA_SIZE);
+  private arena: Buffer = Buffer.allocUnsafe(FIRST_ARENA_SIZE);
   private used = 0;
   private limit = ARENA_SIZE;
   private target: Buffer | null = null;
@@ -44,6 +46,13 @@ export class SocketReader {
   private intoTarget = false;
   private guess: Buffer | null = null;
   private intoGuess = false;
+  /** Views of the current arena went out (lend()): it is never reused. */
+  private lent = false;
+  private drained = false;
+  private recycling = false;
+  /** The arena before the current one, for reuse (recycle()). */
+  private spare: Buffer | null = null;
+  private spareLent = false;
 
   /** Node's `onread.buffer`: called for the first read and after each one. */
   readonly next = (): Buffer => {
@@ -59,11 +68,9 @@ export class SocketReader {
       this.intoGuess = true;
       return (this.current = guess);
     }
-    if (this.arena.length - this.used < MIN_ROOM) {
-      // Arenas grow as a connection reads more: an idle one holds 8 KiB.
-      this.arena = Buffer.allocUnsafe(Math.min(ARENA_SIZE, this.arena.length * 2));
-      this.used = 0;
-    }
+    if (this.drained && !this.lent) this.used = 0;
+    this.drained = false;
+    if (this.arena.length - this.used < MIN_ROOM) this.nextArena();
     const end = Math.min(this.arena.length, this.used + this.limit);
     this.limit = ARENA_SIZE;
     return (this.current = this.arena.subarray(this.used, end));
@@ -72,6 +79,7 @@ export class SocketReader {
   /** Node's `onread.callback`: n bytes arrived in the buffer next() gave. */
   readonly callback = (n: number, buf: Uint8Array): void => {
     if (buf !== this.current) return;
+    this.drained = false;
     if (this.intoTarget) {
       this.filled += n;
       if (this.filled === this.target!.length) this.targetFull();
@@ -124,6 +132,60 @@ export class SocketReader {
    */
   guessNext(buf: Buffer): void {
     this.guess = buf;
+  }
+
+  /**
+   * The current arena is full: the next one is the spare (the one before)
+   * when recycling, nothing lent from it and nothing of it still queued;
+   * else a new one. Arenas grow as a connection reads more: an idle one
+   * holds 8 KiB.
+   */
+  private nextArena(): void {
+    const old = this.arena;
+    const spare = this.spare;
+    if (spare !== null && !this.spareLent && !this.sink?.holds?.(spare.buffer)) {
+      this.arena = spare;
+    } else {
+      this.arena = Buffer.allocUnsafe(Math.min(ARENA_SIZE, old.length * 2));
+    }
+    // The full one waits as the spare, unless views of it were lent.
+    this.spare = this.recycling && old.length === ARENA_SIZE && !this.lent ? old : null;
+    this.spareLent = false;
+    this.used = 0;
+    this.lent = false;
+  }
+
+  /**
+   * From now on (transmission: every view of the queue is either consumed
+   * at once or lent) full arenas are reused once nothing of them is
+   * queued: a stream of small requests reads into two warm buffers instead
+   * of a new 64 KiB one every 64 KiB (garbage only a collection frees: 24
+   * clients flooding FLUSH made a worker thread hold 60 MiB of it). The
+   * arena of the negotiation may still be in views: it is never reused.
+   */
+  recycle(): void {
+    this.recycling = true;
+    this.lent = true;
+    this.spare = null;
+  }
+
+  /** A view of queued bytes went to someone who may keep it (a WRITE payload): its arena is not reused. */
+  lend(view: Buffer): void {
+    if (view.buffer === this.arena.buffer) this.lent = true;
+    else if (view.buffer === this.spare?.buffer) this.spareLent = true;
+  }
+
+  /**
+   * Everything read so far has been consumed (the queue is empty). If no
+   * view of the arena was lent, the next read starts at its front again:
+   * a stream of small requests reads into one warm buffer instead of a new
+   * 64 KiB one every 64 KiB (garbage that only a full collection frees:
+   * 24 clients flooding FLUSH made a worker thread hold 60 MiB of it).
+   * Taken at the next next(), which Node calls right after the callback
+   * whose bytes were consumed, when no read into the arena is pending.
+   */
+  consumed(): void {
+    this.drained = true;
   }
 
   /** The next read into the arena takes at most n bytes. */

@@ -110,6 +110,7 @@ export class Transmission {
     this.replies = new ReplyQueue(socket);
     this.replies.onFlush = () => this.afterFlush();
     this.out = new ReplyWriter(this.replies, this.ctx, neg, this.bytesWritten);
+    reader?.recycle();
   }
 
   // ---- what the machine asks for
@@ -195,6 +196,7 @@ export class Transmission {
   /** Parse and dispatch every complete request in the queue. */
   pump(): void {
     this.pumpQueue();
+    if (this.queue.length === 0) this.reader?.consumed();
     // A stream of large WRITEs (a copy): the next read goes into a buffer
     // that holds the next one whole, header and payload.
     const r = this.reader;
@@ -333,7 +335,10 @@ export class Transmission {
       if (payloadLen > 0) {
         // A view when header and payload sit in one socket chunk, else one
         // copy into a warm pooled buffer, given back once the request is done.
-        if (q.contiguous(H + payloadLen)) payload = q.peek(H, payloadLen);
+        if (q.contiguous(H + payloadLen)) {
+          payload = q.peek(H, payloadLen);
+          this.reader?.lend(payload);
+        }
         else payload = pooled = q.peek(H, payloadLen, (n) => replyBuffers.get(n));
       }
       q.drop(H + payloadLen);

@@ -40,7 +40,7 @@ export class TransmissionWorkers implements TransmissionThreads {
     const init: WorkerInit = { plugin: o.plugin, params: o.params, state: o.state };
     const settling: Promise<void>[] = [];
     for (let i = 0; i < o.count; i++) {
-      const worker = new Worker(new URL("./worker.js", import.meta.url), { workerData: init });
+      const worker = new Worker(new URL("./worker.js", import.meta.url), { workerData: init, resourceLimits: { maxYoungGenerationSizeMb: 12 } });
       const slot: Slot = { worker, ready: false };
       let settle!: () => void;
       settling.push(new Promise<void>((r) => (settle = r)));
@@ -124,9 +124,9 @@ class Remote implements RemoteLoop {
     private readonly counters: Float64Array,
     private readonly h: HandOff,
   ) {
+    // The port keeps the process alive while the connection lives (this
+    // thread's copy of the socket is paused, which does not).
     port.on("message", (m: LoopReport) => this.report(m));
-    // An open port keeps nothing alive: the connection's socket does.
-    port.unref();
   }
 
   get inFlight(): number {

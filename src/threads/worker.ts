@@ -13,6 +13,7 @@ import { Transmission } from "../actors/transmission.js";
 import { errorMessage } from "../backend/errors.js";
 import { Stack } from "../backend/stack.js";
 import { loadPlugin } from "../cli/load.js";
+import { trimSoon } from "../sys/trim.js";
 import { COUNTER, type ConnectionHandOff, type LoopCommand, type LoopReport, type WorkerInit, type WorkerReport } from "./messages.js";
 
 const init = workerData as WorkerInit;
@@ -77,6 +78,8 @@ function serve(stack: Stack, h: ConnectionHandOff, port: MessagePort): void {
     if (opened) void stack.close(opened, true).catch((e: unknown) => tell({ type: "log", msg: `close: ${errorMessage(e)}` }));
     tell({ type: "closed" });
     port.close();
+    // As on the main thread: this thread's heap and malloc arena give back what the connection held.
+    trimSoon();
   };
   socket.on("error", (e) => tell({ type: "log", msg: e.message }));
   socket.on("close", onClose);
@@ -143,6 +146,7 @@ function serve(stack: Stack, h: ConnectionHandOff, port: MessagePort): void {
           queue.push(chunk);
           tx!.data();
         },
+        holds: (b) => queue.holds(b),
       };
       socket.resume();
       if (h.ended) queue.end();
