@@ -37,6 +37,29 @@ const FADVISE_MODES: Record<string, number> = {
   sequential: FADV.SEQUENTIAL,
 };
 
+/**
+ * The data run last found in each file (by device and inode), shared by
+ * every connection of this thread to it: a multi-conn client's
+ * connections each found it again with a SEEK_HOLE walk otherwise.
+ * Stale runs are harmless (seek.ts's DataRun).
+ */
+const dataRuns = new Map<string, DataRun>();
+const MAX_DATA_RUNS = 1024;
+function dataRunOf(dev: number | bigint, ino: number | bigint): DataRun {
+  const key = `${dev}:${ino}`;
+  let r = dataRuns.get(key);
+  if (r === undefined) {
+    if (dataRuns.size >= MAX_DATA_RUNS) dataRuns.clear();
+    dataRuns.set(key, (r = { start: 0, end: 0 }));
+  }
+  return r;
+}
+
+/** A range may become a hole: the data run over it is forgotten (block status asks the file again). */
+function forgetRun(r: DataRun, count: number, offset: number): void {
+  if (offset < r.end && offset + count > r.start) r.start = r.end = 0;
+}
+
 /** Errors from open(O_RDWR) after which nbdkit retries read-only. */
 const RETRY_READONLY = new Set(["EACCES", "EROFS", "EPERM"]);
 
@@ -89,7 +112,7 @@ export default function createPlugin(): Plugin<FileHandleState> {
       let canSeek = false;
       if (!isBlock) {
         // Block devices: SEEK_DATA would only call the whole device data.
-        const problem = seekProblem(fh.fd);
+        const problem = seekProblem(fh.fd, Number(st.size));
         if (problem === null) canSeek = true;
         else debugOnce(`file: extents disabled: ${problem}${libcUnavailable() ? ` (${libcUnavailable()})` : ""}`);
       }
@@ -100,7 +123,7 @@ export default function createPlugin(): Plugin<FileHandleState> {
       } else if (cacheNone || fadviseMode !== FADV.NORMAL) {
         debugOnce(`file: fadvise and cache=none are not supported here (${libcUnavailable()})`);
       }
-      return { fh, path, exportName, readonly: ro, isBlock, canSeek, canPunch: undefined, dataRun: { start: 0, end: 0 } };
+      return { fh, path, exportName, readonly: ro, isBlock, canSeek, canPunch: undefined, dataRun: dataRunOf(st.dev, st.ino) };
     } catch (e) {
       await fh.close();
       throw e;
@@ -251,7 +274,7 @@ export default function createPlugin(): Plugin<FileHandleState> {
 
     extents(h, count, offset, flags) {
       // Only asked where canExtents said yes.
-      return fileExtents(h.fh.fd, count, offset, (flags & FLAG_REQ_ONE) !== 0);
+      return fileExtents(h.fh.fd, count, offset, (flags & FLAG_REQ_ONE) !== 0, h.dataRun);
     },
 
     async pwrite(h, buf, offset, flags) {
@@ -265,12 +288,14 @@ export default function createPlugin(): Plugin<FileHandleState> {
     },
 
     async trim(h, count, offset, flags) {
+      forgetRun(h.dataRun, count, offset);
       await tryPunch(h, count, offset); // advisory: a no-op where unsupported
       if (flags & FLAG_FUA) await h.fh.datasync();
     },
 
     async zero(h, count, offset, flags) {
       if (count === 0) return;
+      forgetRun(h.dataRun, count, offset);
       if (!((flags & FLAG_MAY_TRIM) && (await tryPunch(h, count, offset)))) {
         if (flags & FLAG_FAST_ZERO) {
           throw new NbdError(NBD_ENOTSUP, "file: fast zero is not possible here (would have to write zeros)");
@@ -279,6 +304,11 @@ export default function createPlugin(): Plugin<FileHandleState> {
       }
       if (flags & FLAG_FUA) await h.fh.datasync();
     },
+
+    // Every connection opens the file (or the export in dir=) itself, so a
+    // worker thread's instance, configured the same, serves the same bytes:
+    // the kernel's page cache is what they share.
+    threads: { share: () => ({}), join() {} },
 
     async cache(h, count, offset) {
       // Advisory, as nbdkit: WILLNEED starts reading into the page cache.

@@ -13,8 +13,13 @@ import { readFull, type PositionalFile } from "./io.js";
 export const MIN_HOLE = 4096;
 
 /** base:allocation extents of [offset, offset + count) of the file at fd. */
-export function fileExtents(fd: number, count: number, offset: number, one: boolean): Extent[] {
-  return allocationRuns(fd, offset, offset + count, one).map((r) => ({
+export function fileExtents(fd: number, count: number, offset: number, one: boolean, known?: DataRun): Extent[] {
+  // Inside the data run already found: no lseek (on tmpfs SEEK_HOLE walks the run page by page).
+  if (known && offset >= known.start && offset < known.end) {
+    const n = Math.min(count, known.end - offset);
+    return [{ length: n, type: 0 }];
+  }
+  return allocationRuns(fd, offset, offset + count, one, known).map((r) => ({
     length: r.length,
     type: r.hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0,
   }));
