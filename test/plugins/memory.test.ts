@@ -1,6 +1,7 @@
 import { describe, it, expect } from "vitest";
 import createMemory from "../../src/plugins/memory/index.js";
 import { PAGE_SIZE } from "../../src/plugins/memory/sparse.js";
+import { SharedDisk, sharedDiskUnavailable } from "../../src/plugins/memory/shared-disk.js";
 import { NbdError, FLAG_REQ_ONE, FLAG_MAY_TRIM } from "../../src/backend/types.js";
 import { NBD_ENOSPC } from "../../src/protocol/constants.js";
 import { configure, openPlugin, LIST } from "./helpers.js";
@@ -271,5 +272,66 @@ describe("memory plugin: zero-copy access (DirectMemory)", () => {
     expect(ctx.memory ?? null).toBeNull();
     const passing = await openThroughStack(createMemory(), [["size", "1M"]], [createNofilter()]);
     expect(passing.ctx.memory?.target).toBeTypeOf("function");
+  });
+});
+
+describe.skipIf(sharedDiskUnavailable() !== "")("memory plugin: the disk shared by worker threads (SharedDisk)", () => {
+  it("two instances on one mapping see each other's writes; whole pages zeroed are given back and read as zeros", () => {
+    const a = SharedDisk.create(64 * 1024 * 1024);
+    const b = SharedDisk.attach(a.state);
+    const data = Buffer.alloc(3 * PAGE_SIZE, 0x5a);
+    a.write(data, PAGE_SIZE);
+    const back = Buffer.alloc(3 * PAGE_SIZE);
+    b.read(back, PAGE_SIZE);
+    expect(back.equals(data)).toBe(true);
+    expect(b.allocatedPages).toBe(3);
+    expect(b.extents(5 * PAGE_SIZE, 0, false)).toEqual([
+      { length: PAGE_SIZE, type: HOLE }, { length: 3 * PAGE_SIZE, type: DATA }, { length: PAGE_SIZE, type: HOLE },
+    ]);
+    // Whole pages: MADV_DONTNEED, so the memory reads as zeros only because the kernel gave fresh pages.
+    b.zero(2 * PAGE_SIZE, PAGE_SIZE);
+    a.read(back, PAGE_SIZE);
+    expect(back.subarray(0, 2 * PAGE_SIZE).every((x) => x === 0)).toBe(true);
+    expect(back.subarray(2 * PAGE_SIZE).every((x) => x === 0x5a)).toBe(true);
+    expect(a.allocatedPages).toBe(1);
+    // A partial zero keeps the page while data remains in it.
+    a.zero(100, 3 * PAGE_SIZE);
+    expect(b.allocatedPages).toBe(1);
+  });
+
+  it("views and targets are the mapping itself; a target's pages are data once written", () => {
+    const d = SharedDisk.create(8 * 1024 * 1024);
+    const t: Buffer[] = [];
+    d.target(2 * PAGE_SIZE, 4 * PAGE_SIZE + 10, t);
+    expect(t.length).toBe(1);
+    t[0]!.fill(7);
+    d.written(2 * PAGE_SIZE, 4 * PAGE_SIZE + 10);
+    const out: (Buffer | number)[] = [];
+    d.view(6 * PAGE_SIZE, 2 * PAGE_SIZE, out);
+    expect(out.map((x) => (typeof x === "number" ? x : `data ${x.length}`))).toEqual([2 * PAGE_SIZE, `data ${3 * PAGE_SIZE}`, PAGE_SIZE]);
+    const v = out[1] as Buffer;
+    expect(v[10]).toBe(7);
+    expect(v[9]).toBe(0);
+    const pieces = d.readSparse(Buffer.alloc(6 * PAGE_SIZE), 2 * PAGE_SIZE);
+    expect(pieces).toEqual([{ length: 2 * PAGE_SIZE, hole: true }, { length: 3 * PAGE_SIZE, hole: false }, { length: PAGE_SIZE, hole: true }]);
+  });
+
+  it("the plugin moves to the shared disk when threads share it (before any write), and refuses once written", async () => {
+    const p = createMemory();
+    const { ctx } = await openThroughStack(p, [["size", "4M"]]);
+    const state = p.threads!.share();
+    expect(state).toMatchObject({ size: 4 * 1024 * 1024 });
+    expect(p.disk).toBeInstanceOf(SharedDisk);
+    await ctx.pwrite(Buffer.alloc(4096, 1), 0, 0);
+    const twin = createMemory();
+    await openThroughStack(twin, [["size", "4M"]]);
+    twin.threads!.join(state);
+    const back = Buffer.alloc(4096);
+    twin.disk.read(back, 0);
+    expect(back.every((x) => x === 1)).toBe(true);
+    const late = createMemory();
+    const l = await openThroughStack(late, [["size", "4M"]]);
+    await l.ctx.pwrite(Buffer.alloc(4096, 1), 0, 0);
+    expect(late.threads!.share()).toBeNull();
   });
 });
