@@ -395,7 +395,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       socket.destroy();
       sendBack({ type: "CONNECTION_CLOSED", id });
       // What this connection's buffers took goes back to the system.
-      trimSoon();
+      trimSoon(() => registry.size > 0);
     }
 
     registry.set(id, () => {

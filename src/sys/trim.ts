@@ -27,11 +27,28 @@ function collector(): (() => void) | null {
   return gc;
 }
 
-/** Ask for a trim soon (coalesced; each step skipped where unavailable). */
-export function trimSoon(): void {
+/** A trim waits this long at most for the thread to have no client. */
+const MAX_DEFER_MS = 10_000;
+let firstAsked = 0;
+
+/**
+ * Ask for a trim soon (coalesced; each step skipped where unavailable).
+ * While `busy()` says clients are being served it waits (up to
+ * MAX_DEFER_MS): a full collection in the middle of a copy costs it more
+ * than the memory is worth (nbdcopy closes and opens its connections
+ * between the copies of a script).
+ */
+export function trimSoon(busy?: () => boolean): void {
   if (timer) return;
+  if (firstAsked === 0) firstAsked = Date.now();
   const wait = Math.max(0, last + MIN_INTERVAL_MS - Date.now()) + 200;
   timer = setTimeout(() => {
+    if (busy?.() && Date.now() - firstAsked < MAX_DEFER_MS) {
+      timer = null;
+      trimSoon(busy);
+      return;
+    }
+    firstAsked = 0;
     last = Date.now();
     const gc = collector();
     gc?.();

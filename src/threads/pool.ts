@@ -127,6 +127,10 @@ class Remote implements RemoteLoop {
     // The port keeps the process alive while the connection lives (this
     // thread's copy of the socket is paused, which does not).
     port.on("message", (m: LoopReport) => this.report(m));
+    // The worker died (or let go of the port) without saying "closed": the connection is over.
+    port.on("close", () => {
+      if (!this.gone) this.report({ type: "closed" });
+    });
   }
 
   get inFlight(): number {

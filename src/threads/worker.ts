@@ -13,6 +13,7 @@ import { Transmission } from "../actors/transmission.js";
 import { errorMessage } from "../backend/errors.js";
 import { Stack } from "../backend/stack.js";
 import { loadPlugin } from "../cli/load.js";
+import { libc } from "../sys/libc.js";
 import { trimSoon } from "../sys/trim.js";
 import { COUNTER, type ConnectionHandOff, type LoopCommand, type LoopReport, type WorkerInit, type WorkerReport } from "./messages.js";
 
@@ -79,7 +80,7 @@ function serve(stack: Stack, h: ConnectionHandOff, port: MessagePort): void {
     tell({ type: "closed" });
     port.close();
     // As on the main thread: this thread's heap and malloc arena give back what the connection held.
-    trimSoon();
+    trimSoon(() => live.size > 0);
   };
   socket.on("error", (e) => tell({ type: "log", msg: e.message }));
   socket.on("close", onClose);
@@ -163,7 +164,16 @@ function serve(stack: Stack, h: ConnectionHandOff, port: MessagePort): void {
 bringUp().then(
   (stack) => {
     parentPort!.on("message", (m: ConnectionHandOff & { port: MessagePort }) => {
-      if (m.type === "connection") serve(stack, m, m.port);
+      if (m.type !== "connection") return;
+      try {
+        serve(stack, m, m.port);
+      } catch (e) {
+        // The connection cannot be served here: cut (its fd closed), and the main thread told.
+        libc()?.close(m.fd);
+        m.port.postMessage({ type: "log", msg: `worker: ${errorMessage(e)}` } satisfies LoopReport);
+        m.port.postMessage({ type: "closed" } satisfies LoopReport);
+        m.port.close();
+      }
     });
     report({ type: "ready" });
   },
