@@ -11,7 +11,7 @@ import { seekProblem } from "../../sys/seek.js";
 import { canFadvise, fadvise, fadviseAsync, FADV } from "../../sys/fadvise.js";
 import { nativeExtensions, punchHole, readFull, writeFull, writeZeros, readAhead, blockDeviceSize } from "./io.js";
 import { openExport, listDir, showName } from "./dir.js";
-import { FdFile } from "./fd.js";
+import { FdFile, inMemoryFs } from "./fd.js";
 import { fileExtents, readSparse } from "./sparse.js";
 import type { DataRun } from "../../sys/seek.js";
 import { evictWrite, forgetWrites } from "./evict.js";
@@ -109,6 +109,9 @@ export default function createPlugin(): Plugin<FileHandleState> {
         throw new NbdError(NBD_EINVAL, `file: ${exportName ? `export ${showName(exportName)}` : path} is not a regular file or block device`);
       }
       const isBlock = st.isBlockDevice();
+      // In memory (tmpfs): reads and writes on this thread (fd.ts). Asked
+      // of the file= path (dir= exports stay on the thread pool).
+      if (!isBlock && exportName === "" && dir === undefined && (await inMemoryFs(path))) fh.sync = true;
       let canSeek = false;
       if (!isBlock) {
         // Block devices: SEEK_DATA would only call the whole device data.
