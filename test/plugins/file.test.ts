@@ -1,12 +1,13 @@
 import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import {
   mkdtempSync, rmSync, writeFileSync, readFileSync, statSync, symlinkSync, chmodSync,
-  truncateSync, openSync, writeSync, closeSync,
+  truncateSync, openSync, writeSync, closeSync, existsSync,
 } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import createFile from "../../src/plugins/file/index.js";
+import { inMemoryFs } from "../../src/plugins/file/fd.js";
 import { FLAG_FUA, FLAG_MAY_TRIM, FLAG_FAST_ZERO, FLAG_REQ_ONE, NbdError } from "../../src/backend/types.js";
 import { NBD_ENOTSUP } from "../../src/protocol/constants.js";
 import { configure, openPlugin, LIST } from "./helpers.js";
@@ -395,5 +396,30 @@ describe.skipIf(process.env.NBDSTATE_LOOP_TESTS !== "1")("file plugin: block dev
       execFileSync("losetup", ["-d", dev]);
     }
     expect(readFileSync(img).subarray(4096, 4109).toString()).toBe("on the device");
+  });
+});
+
+describe.skipIf(!existsSync("/dev/shm"))("file plugin: files in memory (tmpfs)", () => {
+  it("a file on tmpfs is read and written synchronously, with the same results; one elsewhere is not", async () => {
+    expect(await inMemoryFs("/dev/shm")).toBe(true);
+    expect(await inMemoryFs("/proc/self")).toBe(false);
+    const dir = mkdtempSync("/dev/shm/nbdstate-file-");
+    try {
+      const img = join(dir, "disk.img");
+      writeFileSync(img, Buffer.alloc(1 << 20));
+      const p = createFile();
+      await configure(p, { file: img });
+      const { h, ctx } = await openPlugin(p);
+      expect((h as { fh: { sync: boolean } }).fh.sync).toBe(true);
+      const data = Buffer.alloc(65536, 0x3c);
+      await ctx.pwrite(data, 4096, 0);
+      const back = Buffer.alloc(65536);
+      await ctx.pread(back, 4096, 0);
+      expect(back.equals(data)).toBe(true);
+      expect(readFileSync(img).subarray(4096, 4096 + 65536).equals(data)).toBe(true);
+      await p.close!(h);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -111,7 +111,10 @@ export default function createPlugin(): Plugin<FileHandleState> {
       const isBlock = st.isBlockDevice();
       // In memory (tmpfs): reads and writes on this thread (fd.ts). Asked
       // of the file= path (dir= exports stay on the thread pool).
-      if (!isBlock && exportName === "" && dir === undefined && (await inMemoryFs(path))) fh.sync = true;
+      if (!isBlock && exportName === "" && dir === undefined && (await inMemoryFs(path))) {
+        fh.sync = true;
+        debugOnce(`file: ${path} is in memory (tmpfs): read and written on the serving thread`);
+      }
       let canSeek = false;
       if (!isBlock) {
         // Block devices: SEEK_DATA would only call the whole device data.
