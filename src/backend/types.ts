@@ -274,7 +274,9 @@ export interface Plugin<H = any> extends LayerCommon {
   /**
    * Optional: the storage as DirectMemory (it must hold the same bytes
    * pread and pwrite see). The server then reads and writes data through
-   * it when no filter handles data; flush, trim and the rest still come here.
+   * it when no filter handles data; flush, trim and the rest still come here:
+   * a plugin built by spreading another's methods and replacing pread or
+   * pwrite must leave memory out, or its reads never reach its pread.
    */
   memory?(h: H): DirectMemory | null;
   /** Optional: this plugin can be served from worker threads (PluginThreads). */

@@ -48,8 +48,8 @@ describe("ConnectionInfo", () => {
   it("open gets the connection's id, peer and tls; disconnect(false) closes it after its replies", async () => {
     const seen: ConnectionInfo[] = [];
     const filterSeen: (ConnectionInfo | undefined)[] = [];
-    // Without the memory plugin's preadSparse: structured reads must reach the pread below.
-  const { preadSparse: _sparse, ...mem } = createMemory();
+    // Without the memory plugin's preadSparse and direct memory: every read must reach the pread below.
+  const { preadSparse: _sparse, memory: _memory, ...mem } = createMemory();
     let reached: () => void = () => {};
     const inPlugin = new Promise<void>((r) => (reached = r));
     const plugin: Plugin = {

@@ -53,8 +53,8 @@ export interface InProcess {
 }
 
 function modelPlugin(ctl: Control): Plugin<MemoryHandle> {
-  // Without the memory plugin's preadSparse: structured reads must reach the pread below.
-  const { preadSparse: _sparse, ...mem } = createMemory();
+  // Without the memory plugin's preadSparse and direct memory: every read must reach the pread below.
+  const { preadSparse: _sparse, memory: _memory, ...mem } = createMemory();
   return {
     ...mem,
     name: "modelmem",
