@@ -4,7 +4,7 @@
 // handshake, options and transmission machines with their own effects,
 // STARTTLS, and the socket's teardown. It tells the server when it is done.
 
-import { createActor, fromCallback, fromPromise, type Actor, type AnyActorRef, type InspectionEvent } from "xstate";
+import { createActor, fromCallback, fromPromise, type Actor, type AnyActorRef } from "xstate";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import { errorMessage } from "../backend/errors.js";
@@ -12,70 +12,16 @@ import type { ConnectionInfo } from "../backend/types.js";
 import { assertProvided } from "../machines/effects.js";
 import { connectionMachine } from "../machines/connection.js";
 import { transmissionMachine, type TransmissionEvent } from "../machines/transmission.js";
-import type { OptionRecord, TlsMode } from "../options/record.js";
-import * as C from "../protocol/constants.js";
 import { BackendMessenger, type BackendReply } from "./backend.js";
 import { readerOf } from "./socket-reader.js";
 import { ByteQueue } from "./byte-queue.js";
 import { handshakeFor, optionsFor, type Wire } from "./negotiation.js";
 import { peerOf } from "./peer.js";
-import { upgradeToTls, type TlsServer } from "./tls.js";
+import { upgradeToTls } from "./tls.js";
 import { Transmission, type Negotiated } from "./transmission.js";
-import type { RemoteLoop, TransmissionLoop, TransmissionThreads } from "./transmission-loop.js";
+import type { RemoteLoop, TransmissionLoop } from "./transmission-loop.js";
+import type { ConnectionInput, ConnectionSettings, ConnectionStatus } from "./connection-settings.js";
 import { trimSoon } from "../sys/trim.js";
-
-export interface ConnectionSettings {
-  readonly: boolean;
-  tls: TlsMode;
-  /** Certificates or PSK keys, loaded at startup; required unless tls is "off". */
-  tlsServer?: TlsServer;
-  maxInFlight: number;
-  maxInFlightBytes: number;
-  /** Worker threads a plain-socket connection's transmission may move to (src/threads). */
-  workers?: TransmissionThreads;
-  /** Options one client may send before it is cut off (default MAX_OPTIONS). */
-  maxOptions?: number;
-  handshakeTimeoutMs?: number;
-  optionTimeoutMs?: number;
-  /** How long a shutdown waits for a client in transmission to finish (default 5 s). */
-  shutdownGraceMs?: number;
-  /** How long the last replies may take to leave before the socket is cut. */
-  flushTimeoutMs?: number;
-  noStructuredReplies?: boolean;
-  noMetaContexts?: boolean;
-  maskHandshake?: number;
-  /** Option records (tests add their own). */
-  optionRecords?: readonly OptionRecord[];
-  inspect?: (ev: InspectionEvent) => void;
-  /** Debug lines (-v). */
-  log: (msg: string) => void;
-  /** Lines always shown: failed opens, failed requests (rate-limited). */
-  error: (msg: string) => void;
-}
-
-export interface ConnectionInput {
-  id: string;
-  socket: Duplex;
-  remote: string;
-}
-
-/** What the status page shows of a live connection. */
-export interface ConnectionStatus {
-  id: string;
-  remote: string;
-  /** The connection machine's state, and the phase machine's inside it ("TRANSMISSION/SERVING"). */
-  phase: string;
-  exportName?: string;
-  inFlight: number;
-  bytesRead: number;
-  bytesWritten: number;
-  requests: number;
-  errors: number;
-  acceptedAt: number;
-  /** The machine of the current phase (handshake, options, transmission) and its state. */
-  machine?: string;
-  state?: string;
-}
 
 /** Request failures logged per connection per second at most; the rest are counted. */
 const FAILURES_PER_SECOND = 5;
@@ -435,6 +381,3 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     };
   }
 }
-
-/** Payload bytes in flight per connection before reading pauses. */
-export const DEFAULT_MAX_IN_FLIGHT_BYTES = C.MAX_REQUEST_SIZE;

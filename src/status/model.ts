@@ -9,7 +9,7 @@
 // reads the connections' counters once a second (src/status/sampler.ts).
 
 import type { AnyActorRef, InspectionEvent } from "xstate";
-import type { ConnectionStatus } from "../actors/connection.js";
+import type { ConnectionStatus } from "../actors/connection-settings.js";
 import type { RunningServer } from "../actors/server.js";
 import type { Stack } from "../backend/stack.js";
 import { machines } from "../machines/index.js";

@@ -5,7 +5,7 @@
 // totals. Requests are counted by the core as ConnectionStatus.requests /
 // .errors; until it does, they read as null and activity is in bytes.
 
-import type { ConnectionStatus } from "../actors/connection.js";
+import type { ConnectionStatus } from "../actors/connection-settings.js";
 
 /** Seconds of history the sparkline keeps. */
 export const HISTORY = 60;

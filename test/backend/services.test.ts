@@ -49,7 +49,7 @@ describe("ConnectionInfo", () => {
     const seen: ConnectionInfo[] = [];
     const filterSeen: (ConnectionInfo | undefined)[] = [];
     // Without the memory plugin's preadSparse and direct memory: every read must reach the pread below.
-  const { preadSparse: _sparse, memory: _memory, ...mem } = createMemory();
+    const { preadSparse: _sparse, memory: _memory, ...mem } = createMemory();
     let reached: () => void = () => {};
     const inPlugin = new Promise<void>((r) => (reached = r));
     const plugin: Plugin = {

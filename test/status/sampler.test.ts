@@ -3,7 +3,7 @@
 // connections kept in the totals, and request counters read when the core
 // provides them (else null, and the sparkline is in bytes).
 import { describe, expect, it } from "vitest";
-import type { ConnectionStatus } from "../../src/actors/connection.js";
+import type { ConnectionStatus } from "../../src/actors/connection-settings.js";
 import { HISTORY, Sampler } from "../../src/status/sampler.js";
 
 type Conn = ConnectionStatus & { requests?: number; errors?: number; acceptedAt?: number };
