@@ -102,6 +102,10 @@ export class SocketReader {
       chunk = chunk.subarray(k);
       if (this.filled === this.target.length) this.targetFull();
       if (chunk.length === 0) return;
+      // The target's owner ran (targetFull) before the rest of this read
+      // was queued, and may have found the queue empty (consumed()): these
+      // bytes are in the arena and queued now, so its front is not free.
+      this.drained = false;
     }
     this.sink?.bytes(chunk);
   };
