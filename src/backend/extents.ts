@@ -1,4 +1,5 @@
-// Extent lists: clipping what a layer returned to what was asked.
+// Extent lists: clipping what a layer returned to what was asked, and
+// building one with adjacent extents of a type merged.
 
 import type { Extent } from "./types.js";
 
@@ -20,4 +21,12 @@ export function clipExtents(ext: readonly Extent[], count: number, reqOne = fals
   }
   if (out.length === 0) throw new Error("extents: no extent covers the request");
   return out;
+}
+
+/** Append [length, type] to out, merged into the last extent if it has the same type; empty lengths are skipped. */
+export function appendExtent(out: Extent[], length: number, type: number): void {
+  if (!(length > 0)) return;
+  const prev = out[out.length - 1];
+  if (prev && prev.type === type) prev.length += length;
+  else out.push({ length, type });
 }

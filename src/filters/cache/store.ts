@@ -18,6 +18,7 @@
 import { FLAG_FUA, type Context, type Extent } from "../../backend/types.js";
 import { BlockLocks } from "../kit/block-locks.js";
 import { TempFile } from "../kit/tmpfile.js";
+import { dirtyAsData } from "./dirty-status.js";
 
 export type Mode = "writeback" | "writethrough" | "unsafe";
 
@@ -379,44 +380,6 @@ export class BlockCache {
   /** Block status from below, with dirty blocks reported as data (below does not have their bytes yet). */
   async extents(next: Context, count: number, offset: number, flags: number): Promise<Extent[]> {
     const ext = await next.extents(count, offset, flags);
-    if (this.dirty.size === 0) return ext;
-    const out: Extent[] = [];
-    const push = (length: number, type: number) => {
-      if (length <= 0) return;
-      const prev = out[out.length - 1];
-      if (prev && prev.type === type) prev.length += length;
-      else out.push({ length, type });
-    };
-    let pos = offset;
-    for (const x of ext) {
-      if (!(x.length > 0)) continue;
-      const end = pos + x.length;
-      if (x.type === 0) push(x.length, 0);
-      else {
-        let at = pos;
-        for (const b of this.dirtyIn(pos, end)) {
-          const ds = Math.max(pos, b * this.bs);
-          const de = Math.min(end, (b + 1) * this.bs);
-          push(ds - at, x.type);
-          push(de - ds, 0);
-          at = de;
-        }
-        push(end - at, x.type);
-      }
-      pos = end;
-    }
-    return out;
-  }
-
-  /** Dirty block numbers overlapping [start, end), ascending. */
-  private dirtyIn(start: number, end: number): number[] {
-    const lo = Math.floor(start / this.bs);
-    const hi = Math.floor((end - 1) / this.bs);
-    if (hi - lo + 1 <= this.dirty.size) {
-      const out: number[] = [];
-      for (let b = lo; b <= hi; b++) if (this.dirty.has(b)) out.push(b);
-      return out;
-    }
-    return [...this.dirty].filter((b) => b >= lo && b <= hi).sort((a, b) => a - b);
+    return this.dirty.size === 0 ? ext : dirtyAsData(ext, offset, this.dirty, this.bs);
   }
 }

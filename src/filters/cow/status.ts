@@ -5,6 +5,7 @@
 // below and its answer mapped. Adjacent extents of one type are merged;
 // with REQ_ONE only the first run is answered.
 
+import { appendExtent } from "../../backend/extents.js";
 import { FLAG_REQ_ONE, type Extent } from "../../backend/types.js";
 
 export interface StatusRules {
@@ -22,11 +23,7 @@ export async function overlayStatus(
   count: number, offset: number, flags: number, r: StatusRules,
 ): Promise<Extent[]> {
   const out: Extent[] = [];
-  const push = (length: number, type: number) => {
-    const prev = out[out.length - 1];
-    if (prev && prev.type === type) prev.length += length;
-    else out.push({ length, type });
-  };
+  const push = (length: number, type: number) => appendExtent(out, length, type);
   const { bs, state: st } = o;
   const end = Math.min(offset + count, o.size);
   const reqOne = (flags & FLAG_REQ_ONE) !== 0;

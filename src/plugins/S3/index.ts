@@ -9,6 +9,7 @@
 // held per object by the whole server, so every connection sees every
 // acknowledged write (multi-conn).
 
+import { appendExtent } from "../../backend/extents.js";
 import { parseSize } from "../../backend/size.js";
 import {
   FLAG_FAST_ZERO, FLAG_REQ_ONE, NbdError, type BlockSize, type Extent, type FuaMode, type Plugin,
@@ -363,9 +364,7 @@ export default function createPlugin(): Plugin<S3Handle> {
           const start = i === first ? offset : i * os;
           const end = Math.min((i + 1) * os, offset + count);
           const type = present.has(i) ? 0 : NBD_STATE_HOLE | NBD_STATE_ZERO;
-          const prev = out[out.length - 1];
-          if (prev && prev.type === type) prev.length += end - start;
-          else out.push({ length: end - start, type });
+          appendExtent(out, end - start, type);
         }
         return out;
       } catch (e) {

@@ -3,6 +3,7 @@
 // Writes may only "change" the table and padding to what they already hold
 // (a client rewriting a sector unchanged is fine; anything else is EIO).
 
+import { appendExtent } from "../../backend/extents.js";
 import { NbdError, type Extent } from "../../backend/types.js";
 import { NBD_EIO, NBD_STATE_HOLE, NBD_STATE_ZERO } from "../../protocol/constants.js";
 import type { DiskLayout, Region } from "./partition-table.js";
@@ -74,9 +75,7 @@ export function regionExtents(layout: DiskLayout, count: number, offset: number)
     const r = layout.regions[i++]!;
     const n = r.start + r.length - pos;
     const type = r.kind === "zero" ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0;
-    const last = out[out.length - 1];
-    if (last && last.type === type) last.length += n;
-    else out.push({ length: n, type });
+    appendExtent(out, n, type);
     pos += n;
   }
   return out;

@@ -1,6 +1,7 @@
 // What scripts print, parsed: export lists, extents, block sizes, thread
 // models and FUA/cache modes; and request flags as scripts receive them.
 
+import { appendExtent } from "../../backend/extents.js";
 import { FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE, NbdError } from "../../backend/types.js";
 import type { BlockSize, CacheMode, Extent, ExportEntry } from "../../backend/types.js";
 import { NBD_EIO } from "../../protocol/constants.js";
@@ -96,9 +97,7 @@ export function parseExtents(who: string, s: string, offset: number, count: numb
       if (a > offset) throw new NbdError(NBD_EIO, `${who}: extents: the first extent must not start after the request offset ${offset}`);
       a = offset;
     }
-    const last = out[out.length - 1];
-    if (last && last.type === type) last.length += b - a;
-    else out.push({ length: b - a, type });
+    appendExtent(out, b - a, type);
   }
   if (out.length === 0) throw new NbdError(NBD_EIO, `${who}: extents: the script returned no extent covering offset ${offset}`);
   return out;
