@@ -3,10 +3,12 @@
 // Slices are views into the socket's chunks when they fit in one chunk:
 // no copy for the common case of a request and its payload in one read.
 
+import { objectArray } from "./object-array.js";
+
 const EMPTY = Buffer.alloc(0);
 
 export class ByteQueue {
-  private chunks: Buffer[] = [];
+  private chunks: Buffer[] = objectArray();
   private head = 0; // offset into chunks[0]
   length = 0;
   ended = false;
@@ -26,7 +28,7 @@ export class ByteQueue {
 
   /** Throw away everything buffered (STARTTLS: bytes sent before the upgrade). */
   clear(): void {
-    this.chunks = [];
+    this.chunks.length = 0;
     this.head = 0;
     this.length = 0;
   }

@@ -6,6 +6,7 @@
 // turn has run. An arena is reused once every write that covers it is done.
 
 import type { Duplex } from "node:stream";
+import { objectArray } from "./object-array.js";
 
 const ARENA = 64 * 1024;
 /** A connection's first arena: an idle connection (most of a thousand) holds only this. */
@@ -26,12 +27,14 @@ interface Part {
 }
 
 export class ReplyQueue {
-  private parts: Part[] = [];
+  private parts: Part[] = objectArray();
+  /** The other parts array: flush swaps them (no array per flush); null while a flush uses it. */
+  private spare: Part[] | null = objectArray();
   private arena: Arena;
   /** Start of the bytes of the current arena not yet queued as a part. */
   private start = 0;
   private used = 0;
-  private free: Buffer[] = [];
+  private free: Buffer[] = objectArray();
   private scheduled = false;
   private closed = false;
   /** Bytes queued here and not yet handed to the socket. */
@@ -83,20 +86,25 @@ export class ReplyQueue {
     this.seal();
     const parts = this.parts;
     if (parts.length === 0) return;
-    this.parts = [];
+    // Parts queued while these are written (a done callback may queue
+    // more) go to the other array; this one is emptied for the next flush.
+    this.parts = this.spare ?? objectArray();
+    this.spare = null;
     this.pendingBytes = 0;
     if (this.closed) {
       for (const p of parts) p.done?.();
-      return;
+    } else {
+      const s = this.socket;
+      if (parts.length === 1) s.write(parts[0]!.buf, parts[0]!.done);
+      else {
+        s.cork();
+        for (const p of parts) s.write(p.buf, p.done);
+        s.uncork();
+      }
     }
-    const s = this.socket;
-    if (parts.length === 1) s.write(parts[0]!.buf, parts[0]!.done);
-    else {
-      s.cork();
-      for (const p of parts) s.write(p.buf, p.done);
-      s.uncork();
-    }
-    this.onFlush?.();
+    parts.length = 0;
+    this.spare = parts;
+    if (!this.closed) this.onFlush?.();
   }
 
   /**

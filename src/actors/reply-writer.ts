@@ -10,6 +10,7 @@ import * as C from "../protocol/constants.js";
 import * as T from "../protocol/transmission.js";
 import { replyBuffers } from "./buffer-pool.js";
 import type { ReplyQueue } from "./reply-queue.js";
+import { objectArray } from "./object-array.js";
 
 /** Descriptors per status chunk at most. */
 const MAX_EXTENTS = 1 << 20;
@@ -30,7 +31,7 @@ export class ReplyWriter {
   private readonly structured: boolean;
   private readonly contexts: ReplyFormat["metaContexts"];
   /** readMemory's pieces, reused. */
-  private readonly pieces: (Buffer | number)[] = [];
+  private readonly pieces: (Buffer | number)[] = objectArray();
 
   constructor(
     private readonly replies: ReplyQueue,

@@ -25,6 +25,7 @@ import { ReplyQueue } from "./reply-queue.js";
 import { ReplyWriter } from "./reply-writer.js";
 import type { SocketReader } from "./socket-reader.js";
 import { checkRequest, stackFlags, type RequestLimits } from "./requests.js";
+import { objectArray } from "./object-array.js";
 
 /** What negotiation hands to transmission. */
 export interface Negotiated {
@@ -77,7 +78,7 @@ export class Transmission {
   /** The storage's memory, when the stack offers it (reads and large writes skip the stack's calls). */
   private readonly mem: DirectMemory | null;
   /** Where a WRITE's payload is being read into (DirectMemory.target), and how far. */
-  private readonly targets: Buffer[] = [];
+  private readonly targets: Buffer[] = objectArray();
   private targetAt = 0;
   private targetWrite: { cHi: number; cLo: number; offset: number; length: number } = { cHi: 0, cLo: 0, offset: 0, length: 0 };
   private targetPinned = false;
@@ -87,7 +88,7 @@ export class Transmission {
   private readonly replies: ReplyQueue;
   /** Every reply's bytes: headers, chunks, data. */
   private readonly out: ReplyWriter;
-  private drainWaiters: (() => void)[] = [];
+  private drainWaiters: (() => void)[] = objectArray();
   private lastData = Date.now();
   /** Payload length of the last WRITE read in place (0: the last was small). */
   private lastWrite = 0;
