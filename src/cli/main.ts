@@ -25,6 +25,7 @@ import { availableParallelism } from "node:os";
 import { resolveParams } from "./params.js";
 import { SHUTDOWN_SIGNALS, onShutdownSignals, watchParent, writePidfile } from "./process-hooks.js";
 import { loadTls, type TlsSetup } from "./tls.js";
+import { collectStartupHeap } from "../sys/trim.js";
 
 /** The server implements TLS (--tls=on|require, STARTTLS). */
 export const TLS_SUPPORTED = true;
@@ -271,6 +272,7 @@ async function start(a: CliArgs, plan: ListenerPlan, rep: Reporting, tls: TlsSet
       await workers.settled;
       opts.workers = workers;
     }
+    collectStartupHeap();
     const server = await startServer(stack, opts);
     try {
       await watching.serve(stack, server);

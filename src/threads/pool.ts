@@ -37,6 +37,9 @@ export class TransmissionWorkers implements TransmissionThreads {
   readonly settled: Promise<void>;
 
   constructor(private readonly o: PoolOptions) {
+    // koffi and libc load now, not at the first hand-off (its dup): that
+    // took the first client's connection 5 ms.
+    libc();
     const init: WorkerInit = { plugin: o.plugin, params: o.params, state: o.state };
     const settling: Promise<void>[] = [];
     for (let i = 0; i < o.count; i++) {

@@ -14,7 +14,7 @@ import { errorMessage } from "../backend/errors.js";
 import { Stack } from "../backend/stack.js";
 import { loadPlugin } from "../cli/load.js";
 import { libc } from "../sys/libc.js";
-import { trimSoon } from "../sys/trim.js";
+import { collectStartupHeap, trimSoon } from "../sys/trim.js";
 import { COUNTER, type ConnectionHandOff, type LoopCommand, type LoopReport, type WorkerInit, type WorkerReport } from "./messages.js";
 
 const init = workerData as WorkerInit;
@@ -175,6 +175,7 @@ bringUp().then(
         m.port.close();
       }
     });
+    collectStartupHeap();
     report({ type: "ready" });
   },
   (e: unknown) => report({ type: "failed", message: errorMessage(e) }),
