@@ -15,7 +15,7 @@ import { transmissionMachine, type TransmissionEvent } from "../machines/transmi
 import { BackendMessenger, type BackendReply } from "./backend.js";
 import { readerOf } from "./socket-reader.js";
 import { ByteQueue } from "./byte-queue.js";
-import { handshakeFor, optionsFor, type Wire } from "./negotiation.js";
+import { handshakeLogic, negotiationOf, optionsLogic, type Negotiation, type Of, type Wire } from "./negotiation.js";
 import { peerOf } from "./peer.js";
 import { upgradeToTls } from "./tls.js";
 import { Transmission, type Negotiated } from "./transmission.js";
@@ -27,15 +27,67 @@ import { trimSoon } from "../sys/trim.js";
 const FAILURES_PER_SECOND = 5;
 const DEFAULT_FLUSH_TIMEOUT_MS = 30_000;
 
+/**
+ * What one connection's effects do. The machines are provided once per
+ * server (building a provided machine walks its state tree: 3-4 ms per
+ * connection on a 2-core machine); their effects find the connection's own
+ * through the actor system, which its actor and every machine it invokes
+ * share.
+ */
+interface ConnectionEffects {
+  negotiation: Negotiation;
+  preconnect(): Promise<void>;
+  closeExport(finalize: boolean): Promise<void>;
+  flushSocket(): Promise<void>;
+  destroySocket(): void;
+  logEnd(): void;
+  startServing(): void;
+  refuseRequests(): void;
+  stopReading(): void;
+  awaitReplies(): Promise<void>;
+  awaitQuiet(): Promise<void>;
+}
+
+/** The connection machine with every effect provided, once per server (an option record nobody provides fails here, at start). */
+function serverMachine(settings: ConnectionSettings, scopes: WeakMap<object, ConnectionEffects>): typeof connectionMachine {
+  const of: Of<ConnectionEffects> = ({ system }) => {
+    const e = scopes.get(system);
+    if (!e) throw new Error("no connection is registered for this actor system");
+    return e;
+  };
+  return assertProvided(
+    connectionMachine.provide({
+      actors: {
+        // preconnect runs before the greeting: a refusal closes the socket unseen.
+        preconnect: fromPromise(({ system }) => of({ system }).preconnect()),
+        handshake: handshakeLogic({ timeoutMs: settings.handshakeTimeoutMs, maskHandshake: settings.maskHandshake }, (a) => of(a).negotiation.wire),
+        options: optionsLogic({ timeoutMs: settings.optionTimeoutMs, records: settings.optionRecords }, (a) => of(a).negotiation),
+        transmission: transmissionMachine.provide({
+          actions: {
+            startServing: ({ system }) => of({ system }).startServing(),
+            refuseRequests: ({ system }) => of({ system }).refuseRequests(),
+            stopReading: ({ system }) => of({ system }).stopReading(),
+          },
+          actors: {
+            awaitReplies: fromPromise(({ system }) => of({ system }).awaitReplies()),
+            awaitQuiet: fromPromise(({ system }) => of({ system }).awaitQuiet()),
+          },
+          delays: { SHUTDOWN_GRACE: settings.shutdownGraceMs ?? 5_000 },
+        }),
+        closeExport: fromPromise<void, { finalize: boolean }>(({ input, system }) => of({ system }).closeExport(input.finalize)),
+        flushSocket: fromPromise(({ system }) => of({ system }).flushSocket()),
+      },
+      actions: {
+        destroySocket: ({ system }) => of({ system }).destroySocket(),
+        logEnd: ({ system }) => of({ system }).logEnd(),
+      },
+    }),
+  );
+}
+
 export function connectionLogic(settings: ConnectionSettings, registry: Map<string, () => ConnectionStatus>) {
-  // Option records with an effect nobody provides are refused now, when the
-  // server starts, not at the first client (the connection would throw).
-  if (settings.optionRecords) {
-    const none = () => {
-      throw new Error("probe");
-    };
-    optionsFor({ queue: new ByteQueue(), stream: none, write: none }, { backend: {} as never, readonly: false, noZeroes: false, log: none }, { records: settings.optionRecords });
-  }
+  const scopes = new WeakMap<object, ConnectionEffects>();
+  const machine = serverMachine(settings, scopes);
   return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>((args) => {
     // A connection that cannot even start is one line and one closed
     // socket; the server and its other connections go on.
@@ -194,126 +246,94 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       return true;
     };
 
-    // ---- the transmission machine, with the data loop as its effects
-    const transmission = () => {
-      let loop: TransmissionLoop | null = null;
-      const emit = (ev: TransmissionEvent) => {
-        const child = actor.getSnapshot().children.transmission as AnyActorRef | undefined;
-        // Outside the machine's own transition (the loop may report from inside an effect).
-        queueMicrotask(() => child?.send(ev));
-      };
-      return transmissionMachine.provide({
-        actions: {
-          startServing: () => {
-            // The negotiation is over and its machines are never invoked
-            // again: let the provided copies go with what their effects
-            // hold (about 56 KiB of an idle connection's heap).
-            const phases = machine.implementations.actors as Record<string, unknown>;
-            delete phases.preconnect;
-            delete phases.handshake;
-            delete phases.options;
-            const neg = negotiatedOf();
-            if (handOff(neg)) {
-              loop = tx = remote;
-              queueMicrotask(() => remote!.start());
-              return;
-            }
-            loop = tx = new Transmission(stream, queue, neg, {
-              maxInFlight: settings.maxInFlight,
-              maxInFlightBytes: settings.maxInFlightBytes,
-              log: (m) => settings.log(`${id}: ${m}`),
-              failed,
-              emit,
-            }, readerOf(stream));
-            if (stream.destroyed) {
-              loop.clientClosed();
-              emit({ type: "CLIENT_CLOSED" });
-              return;
-            }
-            // Requests the client pipelined behind NBD_OPT_GO are already queued.
-            queueMicrotask(() => {
-              loop!.start();
-              if (queue.ended) loop!.inputEnded();
-            });
-          },
-          refuseRequests: () => loop?.refuse(),
-          stopReading: () => loop?.stopReading(),
-        },
-        actors: {
-          awaitReplies: fromPromise(() => loop?.awaitReplies() ?? Promise.resolve()),
-          awaitQuiet: fromPromise(() => loop?.awaitQuiet() ?? Promise.resolve()),
-        },
-        delays: { SHUTDOWN_GRACE: settings.shutdownGraceMs ?? 5_000 },
-      });
+    // ---- the effects the machines name, for this connection
+    let loop: TransmissionLoop | null = null;
+    const emit = (ev: TransmissionEvent) => {
+      const child = actor.getSnapshot().children.transmission as AnyActorRef | undefined;
+      // Outside the machine's own transition (the loop may report from inside an effect).
+      queueMicrotask(() => child?.send(ev));
     };
-
-    const machine: typeof connectionMachine = assertProvided(
-      connectionMachine.provide({
-        actors: {
-          // preconnect runs before the greeting: a refusal closes the socket unseen.
-          preconnect: fromPromise(() => messenger.preconnect(settings.readonly, peer)),
-          handshake: handshakeFor(wire, { timeoutMs: settings.handshakeTimeoutMs, maskHandshake: settings.maskHandshake }),
-          options: optionsFor(
-            wire,
-            {
-              backend: {
-                listExports: (p) =>
-                  messenger.listExports(p).catch((e: unknown) => {
-                    settings.error(`${id}: list exports: ${errorMessage(e)}`);
-                    throw e;
-                  }),
-                defaultExport: (p) => messenger.defaultExport(p),
-                open: (ro, name, tls) =>
-                  messenger.open(ro, name, tls).catch((e: unknown) => {
-                    // Every failed open is worth a line on the server's log (the client gets it too).
-                    settings.error(`${id}: open '${name.slice(0, 256)}': ${errorMessage(e)}`);
-                    throw e;
-                  }),
-                close: (o, fin) => messenger.close(o, fin),
-                metaContexts: (name) => messenger.metaContexts(name),
-              },
-              readonly: settings.readonly,
-              get noZeroes(): boolean {
-                return actor.getSnapshot().context.noZeroes;
-              },
-              startTls,
-              log: (m) => settings.log(`${id}: ${m}`),
-            },
-            { timeoutMs: settings.optionTimeoutMs, records: settings.optionRecords },
-          ),
-          transmission: transmission(),
-          closeExport: fromPromise<void, { finalize: boolean }>(async ({ input }) => {
-            const n = actor.getSnapshot().context.negotiated;
-            if (!n?.chosen) return;
-            await messenger.close(n.chosen.opened, input.finalize).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`));
-          }),
-          flushSocket: fromPromise(
-            () =>
-              new Promise<void>((resolve) => {
-                tx?.finish();
-                if (remote) return void remote.flushAndEnd(settings.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS).then(resolve);
-                if (stream.destroyed || stream.writableFinished) return resolve();
-                // A client that never reads the last replies does not hold the connection for ever.
-                const t = setTimeout(resolve, settings.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS);
-                const done = () => {
-                  clearTimeout(t);
-                  resolve();
-                };
-                stream.once("finish", done);
-                stream.once("close", done);
-                stream.end();
-              }),
-          ),
+    const effects: ConnectionEffects = {
+      negotiation: negotiationOf(wire, {
+        backend: {
+          listExports: (p) =>
+            messenger.listExports(p).catch((e: unknown) => {
+              settings.error(`${id}: list exports: ${errorMessage(e)}`);
+              throw e;
+            }),
+          defaultExport: (p) => messenger.defaultExport(p),
+          open: (ro, name, tls) =>
+            messenger.open(ro, name, tls).catch((e: unknown) => {
+              // Every failed open is worth a line on the server's log (the client gets it too).
+              settings.error(`${id}: open '${name.slice(0, 256)}': ${errorMessage(e)}`);
+              throw e;
+            }),
+          close: (o, fin) => messenger.close(o, fin),
+          metaContexts: (name) => messenger.metaContexts(name),
         },
-        actions: {
-          destroySocket: () => finish(),
-          logEnd: () => {
-            const r = actor.getSnapshot().context.reason;
-            if (r) settings.log(`${id}: closed: ${r}`);
-          },
+        readonly: settings.readonly,
+        get noZeroes(): boolean {
+          return actor.getSnapshot().context.noZeroes;
         },
+        startTls,
+        log: (m) => settings.log(`${id}: ${m}`),
       }),
-    );
+      preconnect: () => messenger.preconnect(settings.readonly, peer),
+      startServing: () => {
+        const neg = negotiatedOf();
+        if (handOff(neg)) {
+          loop = tx = remote;
+          queueMicrotask(() => remote!.start());
+          return;
+        }
+        loop = tx = new Transmission(stream, queue, neg, {
+          maxInFlight: settings.maxInFlight,
+          maxInFlightBytes: settings.maxInFlightBytes,
+          log: (m) => settings.log(`${id}: ${m}`),
+          failed,
+          emit,
+        }, readerOf(stream));
+        if (stream.destroyed) {
+          loop.clientClosed();
+          emit({ type: "CLIENT_CLOSED" });
+          return;
+        }
+        // Requests the client pipelined behind NBD_OPT_GO are already queued.
+        queueMicrotask(() => {
+          loop!.start();
+          if (queue.ended) loop!.inputEnded();
+        });
+      },
+      refuseRequests: () => loop?.refuse(),
+      stopReading: () => loop?.stopReading(),
+      awaitReplies: () => loop?.awaitReplies() ?? Promise.resolve(),
+      awaitQuiet: () => loop?.awaitQuiet() ?? Promise.resolve(),
+      closeExport: async (finalize) => {
+        const n = actor.getSnapshot().context.negotiated;
+        if (!n?.chosen) return;
+        await messenger.close(n.chosen.opened, finalize).catch((e) => settings.log(`${id}: close: ${errorMessage(e)}`));
+      },
+      flushSocket: () =>
+        new Promise<void>((resolve) => {
+          tx?.finish();
+          if (remote) return void remote.flushAndEnd(settings.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS).then(resolve);
+          if (stream.destroyed || stream.writableFinished) return resolve();
+          // A client that never reads the last replies does not hold the connection for ever.
+          const t = setTimeout(resolve, settings.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS);
+          const done = () => {
+            clearTimeout(t);
+            resolve();
+          };
+          stream.once("finish", done);
+          stream.once("close", done);
+          stream.end();
+        }),
+      destroySocket: () => finish(),
+      logEnd: () => {
+        const r = actor.getSnapshot().context.reason;
+        if (r) settings.log(`${id}: closed: ${r}`);
+      },
+    };
 
     const actor: Actor<typeof connectionMachine> = createActor(machine, {
       input: {
@@ -327,6 +347,7 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       inspect: settings.inspect,
       id,
     });
+    scopes.set(actor.system, effects);
     actor.subscribe({ error: (e: unknown) => {
       settings.error(`${id}: ${errorMessage(e)}`);
       finish();

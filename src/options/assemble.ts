@@ -13,7 +13,7 @@
 import { assign, raise, setup, type AnyStateMachine } from "xstate";
 import { declaredAction, declaredActor } from "../machines/effects.js";
 import { MAX_OPTIONS } from "../protocol/constants.js";
-import type { CurrentOption, Effects, OptionRecord, OptionsContext, OptionsInput, OptionsIO, RepError } from "./record.js";
+import type { CurrentOption, Effects, IoOf, OptionRecord, OptionsContext, OptionsInput, OptionsIO, RepError } from "./record.js";
 
 /** Options each listed export may cost on top of the budget (INFO, LIST/SET_META_CONTEXT for it). */
 export const OPTIONS_PER_LISTED_EXPORT = 4;
@@ -215,13 +215,14 @@ export function optionEvent(records: readonly OptionRecord[], option: number, pa
 }
 
 /** The implementations of every record's effects, plus the common ones, for machine.provide(). */
-export function optionEffects(records: readonly OptionRecord[], io: OptionsIO, names: Record<string, number>): Effects {
+export function optionEffects(records: readonly OptionRecord[], io: IoOf, names: Record<string, number>): Effects {
+  type Args = { context: OptionsContext; system: object };
   const actions: Record<string, unknown> = {
-    replyAck: ({ context }: { context: OptionsContext }) => io.reply(context.current!.option, 1 /* NBD_REP_ACK */),
-    replyError: ({ context }: { context: OptionsContext }, p: { error: RepError; message: string }) =>
-      io.reply(context.current?.option ?? 0, names[p.error]!, Buffer.from(p.message.slice(0, 1024))),
-    replyMalformed: ({ context }: { context: OptionsContext }) =>
-      io.reply(context.current!.option, names.NBD_REP_ERR_INVALID!, Buffer.from(String(context.current!.malformed).slice(0, 1024))),
+    replyAck: ({ context, system }: Args) => io({ system }).reply(context.current!.option, 1 /* NBD_REP_ACK */),
+    replyError: ({ context, system }: Args, p: { error: RepError; message: string }) =>
+      io({ system }).reply(context.current?.option ?? 0, names[p.error]!, Buffer.from(p.message.slice(0, 1024))),
+    replyMalformed: ({ context, system }: Args) =>
+      io({ system }).reply(context.current!.option, names.NBD_REP_ERR_INVALID!, Buffer.from(String(context.current!.malformed).slice(0, 1024))),
   };
   const actors: Record<string, unknown> = {};
   for (const r of records) {

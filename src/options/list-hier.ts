@@ -77,13 +77,17 @@ export const listHierOption: OptionRecord = {
   actors: {
     listHier: declaredActor<{ tls: boolean }, ExportEntry[]>("listHier"),
   },
-  effects: (io) => ({
+  effects: (ioOf) => ({
     actors: {
       // The level is cut from the stack's whole listing (docs/list-hier.md says why and what would be better).
-      listHier: fromPromise<ExportEntry[], { tls: boolean }>(({ input }) => io.backend.listExports({ readonly: io.readonly, tls: input.tls })),
+      listHier: fromPromise<ExportEntry[], { tls: boolean }>(({ input, system }) => {
+        const io = ioOf({ system });
+        return io.backend.listExports({ readonly: io.readonly, tls: input.tls });
+      }),
     },
     actions: {
-      replyHierLevel: ({ context, event }: { context: OptionsContext; event: { output: ExportEntry[] } }) => {
+      replyHierLevel: ({ context, event, system }: { context: OptionsContext; event: { output: ExportEntry[] }; system: object }) => {
+        const io = ioOf({ system });
         const opt = context.current!.option;
         for (const n of levelOf(context, event) ?? []) {
           if (n.isDir) io.reply(opt, NBD_REP_SERVER_DIR, encodeServerDirReply(n.name, n.isExport ? NBD_DIR_FLAG_EXPORT : 0, n.description));

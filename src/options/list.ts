@@ -54,14 +54,16 @@ export const listOption: OptionRecord = {
   actors: {
     listExports: declaredActor<{ tls: boolean }, ExportEntry[]>("listExports"),
   },
-  effects: (io) => ({
+  effects: (ioOf) => ({
     actors: {
-      listExports: fromPromise<ExportEntry[], { tls: boolean }>(({ input }) =>
-        io.backend.listExports({ readonly: io.readonly, tls: input.tls }),
-      ),
+      listExports: fromPromise<ExportEntry[], { tls: boolean }>(({ input, system }) => {
+        const io = ioOf({ system });
+        return io.backend.listExports({ readonly: io.readonly, tls: input.tls });
+      }),
     },
     actions: {
-      replyExportList: ({ context, event }: { context: OptionsContext; event: { output: ExportEntry[] } }) => {
+      replyExportList: ({ context, event, system }: { context: OptionsContext; event: { output: ExportEntry[] }; system: object }) => {
+        const io = ioOf({ system });
         const opt = context.current!.option;
         for (const e of event.output) io.reply(opt, NBD_REP_SERVER, encodeServerReply(e.name, e.description ?? ""));
         io.reply(opt, NBD_REP_ACK);

@@ -19,7 +19,7 @@ import { isNbdString } from "../protocol/strings.js";
 import { WireError } from "../protocol/wire-base.js";
 import { decodeMetaContextRequest, encodeMetaContextReply, encodeMetaContextRequest } from "../protocol/wire-options.js";
 import { err } from "./assemble.js";
-import type { CurrentOption, OptionRecord, OptionsContext, OptionsIO } from "./record.js";
+import type { CurrentOption, IoOf, OptionRecord, OptionsContext } from "./record.js";
 
 /** The contexts a query list selects from `available`, in the server's order. */
 export function matchMetaContexts(available: readonly string[], queries: readonly string[], list: boolean): string[] {
@@ -99,12 +99,13 @@ const shared = {
   actors: {
     metaContexts: declaredActor<{ exportName: string }, string[]>("metaContexts"),
   },
-  effects: (io: OptionsIO) => ({
+  effects: (ioOf: IoOf) => ({
     actors: {
-      metaContexts: fromPromise<string[], { exportName: string }>(({ input }) => io.backend.metaContexts(input.exportName)),
+      metaContexts: fromPromise<string[], { exportName: string }>(({ input, system }) => ioOf({ system }).backend.metaContexts(input.exportName)),
     },
     actions: {
-      replyMetaContexts: ({ context, event }: { context: OptionsContext; event: { output: string[] } }) => {
+      replyMetaContexts: ({ context, event, system }: { context: OptionsContext; event: { output: string[] }; system: object }) => {
+        const io = ioOf({ system });
         const opt = context.current!.option;
         const chosen = isSet(context)
           ? (context.meta?.contexts ?? [])

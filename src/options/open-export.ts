@@ -17,7 +17,7 @@ import { decodeInfoRequest, encodeExportNameReply, encodeInfoReply, encodeInfoRe
 import { isNbdString } from "../protocol/strings.js";
 import { reason } from "./assemble.js";
 import { transmissionFlags, type ExportInfo } from "./export-info.js";
-import type { CurrentOption, OptionsContext, OptionsIO } from "./record.js";
+import type { CurrentOption, IoOf, OptionsContext } from "./record.js";
 
 export interface OpenInput {
   name: string;
@@ -134,10 +134,11 @@ function negotiatedFlags(info: ExportInfo, i: OpenInput): number {
   return flags;
 }
 
-export function openExportEffects(io: OptionsIO) {
+export function openExportEffects(ioOf: IoOf) {
   return {
     actors: {
-      openExport: fromPromise<OpenOutput, OpenInput>(async ({ input, signal }) => {
+      openExport: fromPromise<OpenOutput, OpenInput>(async ({ input, signal, system }) => {
+        const io = ioOf({ system });
         let name = input.name;
         if (name === "") {
           const d = await io.backend.defaultExport({ readonly: io.readonly, tls: input.tls });
@@ -162,7 +163,8 @@ export function openExportEffects(io: OptionsIO) {
       }),
     },
     actions: {
-      replyInfo: ({ context, event }: { context: OptionsContext; event: { output: OpenOutput } }) => {
+      replyInfo: ({ context, event, system }: { context: OptionsContext; event: { output: OpenOutput }; system: object }) => {
+        const io = ioOf({ system });
         const opt = context.current!.option;
         const i = event.output.info;
         const infos = context.current?.infos ?? [];
@@ -177,7 +179,8 @@ export function openExportEffects(io: OptionsIO) {
         }
         io.reply(opt, C.NBD_REP_ACK);
       },
-      replyExportName: ({ event }: { event: { output: OpenOutput } }) => {
+      replyExportName: ({ event, system }: { event: { output: OpenOutput }; system: object }) => {
+        const io = ioOf({ system });
         const i = event.output.info;
         io.write(encodeExportNameReply(i.size, i.flags, io.noZeroes));
       },

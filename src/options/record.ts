@@ -117,6 +117,14 @@ export interface OptionsIO {
 
 export type Effects = { actions?: Record<string, unknown>; actors?: Record<string, unknown> };
 
+/**
+ * The connection an effect runs for. The machines are provided once per
+ * server, so an effect is not a closure over one connection: it finds its
+ * connection's IO from the actor system it runs in (every actor of one
+ * connection shares one system), `io(args)` with the args XState passes.
+ */
+export type IoOf = (args: { system: object }) => OptionsIO;
+
 export interface OptionRecord {
   /** The NBD_OPT_* number. */
   option: number;
@@ -139,8 +147,8 @@ export interface OptionRecord {
   actions?: Record<string, unknown>;
   /** Declared invoked effects (declaredActor). */
   actors?: Record<string, unknown>;
-  /** The implementations of its declared effects, over the connection's IO. */
-  effects?(io: OptionsIO): Effects;
+  /** The implementations of its declared effects, each over the IO of the connection it runs for. */
+  effects?(io: IoOf): Effects;
   /**
    * Payloads worth sending in a model walk (tests replay the machine's
    * paths with these as real frames): the good and the malformed ones.

@@ -45,9 +45,10 @@ export const starttlsOption: OptionRecord = {
   actors: {
     upgradeTls: declaredActor("upgradeTls"),
   },
-  effects: (io) => ({
+  effects: (ioOf) => ({
     actors: {
-      upgradeTls: fromPromise(async () => {
+      upgradeTls: fromPromise(async ({ system }) => {
+        const io = ioOf({ system });
         // Without credentials (the CLI refuses --tls then) the upgrade cannot happen: close.
         if (!io.startTls) throw new Error("TLS is not configured");
         await io.startTls();

@@ -102,13 +102,18 @@ describe("declared effects", () => {
 describe("a real server and client: every machine actor runs with every effect provided", () => {
   let t: InProcess;
   const logics = new Map<string, AnyStateMachine>();
+  /** Every machine logic each id ran with (one per server, not one per connection). */
+  const seen = new Map<string, Set<AnyStateMachine>>();
   beforeAll(async () => {
     t = await startInProcess({
       optionRecords: [...builtinOptions, withActor],
       inspect: (ev: InspectionEvent) => {
         if (ev.type !== "@xstate.actor") return;
         const logic = (ev.actorRef as AnyActorRef).logic as AnyStateMachine;
-        if (logic && "root" in logic) logics.set(logic.id, logic);
+        if (!logic || !("root" in logic)) return;
+        logics.set(logic.id, logic);
+        if (!seen.has(logic.id)) seen.set(logic.id, new Set());
+        seen.get(logic.id)!.add(logic);
       },
     });
   });
@@ -123,5 +128,15 @@ describe("a real server and client: every machine actor runs with every effect p
     expect([...logics.keys()].sort()).toEqual(expect.arrayContaining(["connection", "handshake", "options", "server", "transmission"]));
     for (const [id, logic] of logics) expect(unprovided(logic), id).toEqual([]);
     expect(t.ctl.log.filter((m) => /not provided|TypeError/.test(m))).toEqual([]);
+  });
+
+  it("connections negotiating at once share the machines provided once, and each effect acts on its own connection", async () => {
+    const clients = await Promise.all([1, 2, 3, 4].map(() => NbdClient.open({ path: t.sock })));
+    await Promise.all(clients.map((c, i) => c.pwrite(Buffer.alloc(4096, i + 10), i * 4096)));
+    const back = await Promise.all(clients.map((c, i) => c.pread(4096, i * 4096)));
+    back.forEach((b, i) => expect(b).toEqual(Buffer.alloc(4096, i + 10)));
+    await Promise.all(clients.map((c) => c.disconnect()));
+    expect(await t.idle()).toBe(true);
+    for (const id of ["connection", "handshake", "options", "transmission"]) expect(seen.get(id)?.size, id).toBe(1);
   });
 });

@@ -94,9 +94,10 @@ const echoOption: OptionRecord = {
   guards: { echoWordMissing: ({ event }: { event: unknown }) => cur(event)?.length === 0 },
   actions: { replyEcho: declaredAction("replyEcho") },
   actors: { echo: declaredActor<{ word: string }, string>("echo") },
-  effects: (io) => ({
+  effects: (ioOf) => ({
     actors: {
-      echo: fromPromise<string, { word: string }>(async ({ input }) => {
+      echo: fromPromise<string, { word: string }>(async ({ input, system }) => {
+        const io = ioOf({ system });
         // An effect may reach the stack: the default export's name is asked, as a record would.
         await io.backend.defaultExport({ readonly: io.readonly, tls: false });
         if (input.word === ECHO_FAILS_ON) throw new Error("the test effect failed on purpose");
@@ -104,7 +105,8 @@ const echoOption: OptionRecord = {
       }),
     },
     actions: {
-      replyEcho: ({ context, event }: { context: OptionsContext; event: { output: string } }) => {
+      replyEcho: ({ context, event, system }: { context: OptionsContext; event: { output: string }; system: object }) => {
+        const io = ioOf({ system });
         io.reply(context.current!.option, NBD_REP_TEST_ECHO, Buffer.from(event.output, "latin1"));
         io.reply(context.current!.option, C.NBD_REP_ACK);
       },
