@@ -211,6 +211,12 @@ export class SocketReader {
 const READER = Symbol("nbdstate.socketReader");
 
 /** The reader of a socket adopted by adopt(), if it has one. */
+/** The file descriptor of a plain socket's handle (-1: none, e.g. TLS or a stream without one). */
+export function fdOf(s: unknown): number {
+  const fd = (s as { _handle?: { fd?: unknown } } | null)?._handle?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : -1;
+}
+
 export function readerOf(s: unknown): SocketReader | undefined {
   return (s as { [READER]?: SocketReader } | null)?.[READER];
 }

@@ -23,7 +23,7 @@ import type { ByteQueue } from "./byte-queue.js";
 import { replyBuffers } from "./buffer-pool.js";
 import { ReplyQueue } from "./reply-queue.js";
 import { ReplyWriter } from "./reply-writer.js";
-import type { SocketReader } from "./socket-reader.js";
+import { fdOf, type SocketReader } from "./socket-reader.js";
 import { checkRequest, stackFlags, type RequestLimits } from "./requests.js";
 import { objectArray } from "./object-array.js";
 
@@ -108,7 +108,8 @@ export class Transmission {
     this.ext = neg.extendedHeaders;
     this.headerSize = T.requestSize(this.ext);
     this.limits = { info: neg.info, structuredReplies: neg.structuredReplies, extendedHeaders: neg.extendedHeaders, contexts: neg.metaContexts.length };
-    this.replies = new ReplyQueue(socket);
+    // Replies go to the fd itself when the socket reads through a SocketReader (a plain socket).
+    this.replies = new ReplyQueue(socket, reader ? fdOf(socket) : -1);
     this.replies.onFlush = () => this.afterFlush();
     this.out = new ReplyWriter(this.replies, this.ctx, neg, this.bytesWritten);
     reader?.recycle();

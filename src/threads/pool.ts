@@ -12,6 +12,7 @@
 
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import type { HandOff, RemoteLoop, TransmissionThreads } from "../actors/transmission-loop.js";
+import { fdOf } from "../actors/socket-reader.js";
 import { libc } from "../sys/libc.js";
 import { COUNTER, COUNTERS, type ConnectionHandOff, type LoopCommand, type LoopReport, type WorkerInit, type WorkerReport } from "./messages.js";
 
@@ -86,9 +87,9 @@ export class TransmissionWorkers implements TransmissionThreads {
     this.turn = (t + 1) % n;
     const slot = t === 0 ? undefined : this.slots[t - 1];
     if (!slot?.ready) return null;
-    const fd = (h.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const fd = fdOf(h.socket);
     const c = libc();
-    if (fd === undefined || fd < 0 || !c) return null;
+    if (fd < 0 || !c) return null;
     // This thread reads no more of the socket; its copy of the fd stays
     // open (closed with the connection), the worker reads and writes its own.
     h.socket.pause();
