@@ -57,9 +57,11 @@ export class SocketReader {
   /** Node's `onread.buffer`: called for the first read and after each one. */
   readonly next = (): Buffer => {
     this.intoGuess = false;
-    if (this.target) {
+    const t = this.target;
+    if (t) {
       this.intoTarget = true;
-      return (this.current = this.target.subarray(this.filled));
+      // The whole target for its first read: no view made per payload.
+      return (this.current = this.filled === 0 ? t : t.subarray(this.filled));
     }
     this.intoTarget = false;
     const guess = this.guess;
@@ -210,13 +212,13 @@ export class SocketReader {
 
 const READER = Symbol("nbdstate.socketReader");
 
-/** The reader of a socket adopted by adopt(), if it has one. */
 /** The file descriptor of a plain socket's handle (-1: none, e.g. TLS or a stream without one). */
 export function fdOf(s: unknown): number {
   const fd = (s as { _handle?: { fd?: unknown } } | null)?._handle?.fd;
   return typeof fd === "number" && fd >= 0 ? fd : -1;
 }
 
+/** The reader of a socket adopted by adopt(), if it has one. */
 export function readerOf(s: unknown): SocketReader | undefined {
   return (s as { [READER]?: SocketReader } | null)?.[READER];
 }

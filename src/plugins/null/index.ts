@@ -7,13 +7,18 @@ const HOLE_ZERO = 3; // NBD_STATE_HOLE | NBD_STATE_ZERO
 
 /** Where WRITE payloads land to be forgotten (any number of them at once: nothing reads it). */
 let scratch: Buffer | null = null;
+/** The last view handed out (a copy sends one size of WRITE after another: no view made per request). */
+let last: Buffer | null = null;
 const discard: DirectMemory = {
   view(count, _offset, out) {
     out.push(count);
   },
   target(count, _offset, out) {
-    if (scratch === null || scratch.length < count) scratch = Buffer.allocUnsafe(count);
-    out.push(scratch.subarray(0, count));
+    if (last === null || last.length !== count) {
+      if (scratch === null || scratch.length < count) scratch = Buffer.allocUnsafe(count);
+      last = scratch.subarray(0, count);
+    }
+    out.push(last);
   },
   release() {},
 };
