@@ -1,25 +1,26 @@
 // The connection actor: one per client. It runs the connection machine
-// (src/machines/connection.ts) for its socket, providing the machine's
-// effects: the backend by message (preconnect, list, open, close), the
-// handshake, options and transmission machines with their own effects,
-// STARTTLS, and the socket's teardown. It tells the server when it is done.
+// (src/machines/connection.ts, provided once per server in
+// connection-effects.ts) for its socket, with this connection's effects:
+// the backend by message (preconnect, list, open, close), the handshake's
+// and options' IO, the transmission loop, STARTTLS, and the socket's
+// teardown. It tells the server when it is done.
 
-import { createActor, fromCallback, fromPromise, type Actor, type AnyActorRef } from "xstate";
+import { createActor, fromCallback, type Actor, type AnyActorRef } from "xstate";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import { errorMessage } from "../backend/errors.js";
 import type { ConnectionInfo } from "../backend/types.js";
-import { assertProvided } from "../machines/effects.js";
-import { connectionMachine } from "../machines/connection.js";
-import { transmissionMachine, type TransmissionEvent } from "../machines/transmission.js";
+import type { connectionMachine } from "../machines/connection.js";
+import type { TransmissionEvent } from "../machines/transmission.js";
 import { BackendMessenger, type BackendReply } from "./backend.js";
 import { readerOf } from "./socket-reader.js";
 import { ByteQueue } from "./byte-queue.js";
-import { handshakeLogic, negotiationOf, optionsLogic, type Negotiation, type Of, type Wire } from "./negotiation.js";
+import { providedConnectionMachine, type ConnectionEffects } from "./connection-effects.js";
+import { negotiationOf, type Wire } from "./negotiation.js";
 import { peerOf } from "./peer.js";
 import { upgradeToTls } from "./tls.js";
-import { Transmission, type Negotiated } from "./transmission.js";
-import type { RemoteLoop, TransmissionLoop } from "./transmission-loop.js";
+import { Transmission } from "./transmission.js";
+import type { Negotiated, RemoteLoop, TransmissionLoop } from "./transmission-loop.js";
 import type { ConnectionInput, ConnectionSettings, ConnectionStatus } from "./connection-settings.js";
 import { trimSoon } from "../sys/trim.js";
 
@@ -27,67 +28,9 @@ import { trimSoon } from "../sys/trim.js";
 const FAILURES_PER_SECOND = 5;
 const DEFAULT_FLUSH_TIMEOUT_MS = 30_000;
 
-/**
- * What one connection's effects do. The machines are provided once per
- * server (building a provided machine walks its state tree: 3-4 ms per
- * connection on a 2-core machine); their effects find the connection's own
- * through the actor system, which its actor and every machine it invokes
- * share.
- */
-interface ConnectionEffects {
-  negotiation: Negotiation;
-  preconnect(): Promise<void>;
-  closeExport(finalize: boolean): Promise<void>;
-  flushSocket(): Promise<void>;
-  destroySocket(): void;
-  logEnd(): void;
-  startServing(): void;
-  refuseRequests(): void;
-  stopReading(): void;
-  awaitReplies(): Promise<void>;
-  awaitQuiet(): Promise<void>;
-}
-
-/** The connection machine with every effect provided, once per server (an option record nobody provides fails here, at start). */
-function serverMachine(settings: ConnectionSettings, scopes: WeakMap<object, ConnectionEffects>): typeof connectionMachine {
-  const of: Of<ConnectionEffects> = ({ system }) => {
-    const e = scopes.get(system);
-    if (!e) throw new Error("no connection is registered for this actor system");
-    return e;
-  };
-  return assertProvided(
-    connectionMachine.provide({
-      actors: {
-        // preconnect runs before the greeting: a refusal closes the socket unseen.
-        preconnect: fromPromise(({ system }) => of({ system }).preconnect()),
-        handshake: handshakeLogic({ timeoutMs: settings.handshakeTimeoutMs, maskHandshake: settings.maskHandshake }, (a) => of(a).negotiation.wire),
-        options: optionsLogic({ timeoutMs: settings.optionTimeoutMs, records: settings.optionRecords }, (a) => of(a).negotiation),
-        transmission: transmissionMachine.provide({
-          actions: {
-            startServing: ({ system }) => of({ system }).startServing(),
-            refuseRequests: ({ system }) => of({ system }).refuseRequests(),
-            stopReading: ({ system }) => of({ system }).stopReading(),
-          },
-          actors: {
-            awaitReplies: fromPromise(({ system }) => of({ system }).awaitReplies()),
-            awaitQuiet: fromPromise(({ system }) => of({ system }).awaitQuiet()),
-          },
-          delays: { SHUTDOWN_GRACE: settings.shutdownGraceMs ?? 5_000 },
-        }),
-        closeExport: fromPromise<void, { finalize: boolean }>(({ input, system }) => of({ system }).closeExport(input.finalize)),
-        flushSocket: fromPromise(({ system }) => of({ system }).flushSocket()),
-      },
-      actions: {
-        destroySocket: ({ system }) => of({ system }).destroySocket(),
-        logEnd: ({ system }) => of({ system }).logEnd(),
-      },
-    }),
-  );
-}
-
 export function connectionLogic(settings: ConnectionSettings, registry: Map<string, () => ConnectionStatus>) {
   const scopes = new WeakMap<object, ConnectionEffects>();
-  const machine = serverMachine(settings, scopes);
+  const machine = providedConnectionMachine(settings, scopes);
   return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>((args) => {
     // A connection that cannot even start is one line and one closed
     // socket; the server and its other connections go on.

@@ -1,9 +1,12 @@
 // Per-request checks of the transmission phase: which flags each command
-// may carry, what the export advertised, and the ranges. Returns the NBD
-// error to send, or 0 when the request may go down the stack.
+// may carry, what the export advertised, and the ranges (checkRequest
+// returns the NBD error to send, or 0 when the request may go down the
+// stack); then the call down the stack for the commands that answer
+// without data.
 
 import * as C from "../protocol/constants.js";
-import { FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE } from "../backend/types.js";
+import * as T from "../protocol/transmission.js";
+import { FLAG_FAST_ZERO, FLAG_FUA, FLAG_MAY_TRIM, FLAG_REQ_ONE, type Context } from "../backend/types.js";
 import type { ExportInfo } from "../options/export-info.js";
 
 // "NBD_CMD_FLAG_FUA; This flag is valid for all commands, provided
@@ -88,4 +91,37 @@ export function stackFlags(type: number, flags: number): number {
   if (flags & C.NBD_CMD_FLAG_REQ_ONE) f |= FLAG_REQ_ONE;
   if (flags & C.NBD_CMD_FLAG_FAST_ZERO) f |= FLAG_FAST_ZERO;
   return f;
+}
+
+/**
+ * A BLOCK_STATUS payload (extended headers, NBD_CMD_FLAG_PAYLOAD_LEN):
+ * its effect length and the meta context ids it names, or null when it is
+ * to be refused. "The payload form MUST occupy 8 + n*4 bytes ... 64 bits,
+ * effect length; n * 32 bits, list of metacontext ids"; unknown or
+ * duplicate ids: "MUST gracefully consume the client's payload before
+ * failing with NBD_EINVAL".
+ */
+export function blockStatusPayload(
+  payload: Buffer | null, selected: ReadonlyArray<{ id: number }>,
+): { effectLength: number; ids: number[] } | null {
+  const p = payload ? T.readBlockStatusPayload(payload, 0, payload.length) : null;
+  if (!p || p.ids.length === 0 || new Set(p.ids).size !== p.ids.length) return null;
+  const known = new Set(selected.map((m) => m.id));
+  return p.ids.every((i) => known.has(i)) ? p : null;
+}
+
+/** WRITE, FLUSH, TRIM, WRITE_ZEROES or CACHE down the stack (checkRequest has passed it); `f` is stackFlags'. */
+export function callStack(ctx: Context, type: number, payload: Buffer | null, offset: number, count: number, f: number): Promise<unknown> {
+  switch (type) {
+    case C.NBD_CMD_WRITE:
+      return ctx.pwrite(payload!, offset, f);
+    case C.NBD_CMD_FLUSH:
+      return ctx.flush(f);
+    case C.NBD_CMD_TRIM:
+      return ctx.trim(count, offset, f);
+    case C.NBD_CMD_WRITE_ZEROES:
+      return ctx.zero(count, offset, f);
+    default: // NBD_CMD_CACHE (checkRequest refused anything else)
+      return ctx.cache(count, offset, f);
+  }
 }

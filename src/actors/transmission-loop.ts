@@ -4,9 +4,34 @@
 // actor depends on neither.
 
 import type net from "node:net";
+import type { Opened } from "../backend/chain.js";
 import type { TransmissionEvent } from "../machines/transmission.js";
 import type { ExportInfo } from "../options/export-info.js";
 import type { ByteQueue } from "./byte-queue.js";
+
+/** What negotiation hands to transmission. */
+export interface Negotiated {
+  opened: Opened;
+  info: ExportInfo;
+  structuredReplies: boolean;
+  extendedHeaders: boolean;
+  /** The meta contexts the client selected, by id. */
+  metaContexts: { id: number; name: string }[];
+}
+
+/** What the connection gives the data loop (transmission.ts). */
+export interface TransmissionOptions {
+  /** Requests in flight before reading pauses (-t). */
+  maxInFlight: number;
+  /** Payload bytes in flight before reading pauses. */
+  maxInFlightBytes: number;
+  /** Debug lines. */
+  log: (msg: string) => void;
+  /** A request failed (the connection rate-limits these lines). */
+  failed: (command: string, err: unknown) => void;
+  /** Phase events for the transmission machine. */
+  emit: (ev: TransmissionEvent) => void;
+}
 
 export interface TransmissionLoop {
   readonly inFlight: number;

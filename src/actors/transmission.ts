@@ -6,17 +6,14 @@
 // new requests are refused, and waits here for the replies owed.
 //
 // Replies of every request finished in one turn of the event loop leave in
-// one writev (reply-queue.ts). Reading pauses while too many requests or
-// payload bytes are in flight, or while replies the client has not taken
-// pile up: a client that does not read cannot make the server hold more
-// than a few MiB for it.
+// one writev (reply-queue.ts); reading pauses while too much is in flight
+// or not taken by the client (flow-control.ts); large WRITEs are read
+// straight into the storage's pages (direct-write.ts) or into a buffer of
+// their own.
 
 import type { Duplex } from "node:stream";
-import type { Opened } from "../backend/chain.js";
 import { errorMessage, wireErrno } from "../backend/errors.js";
 import type { Context, DirectMemory } from "../backend/types.js";
-import type { TransmissionEvent } from "../machines/transmission.js";
-import type { ExportInfo } from "../options/export-info.js";
 import * as C from "../protocol/constants.js";
 import * as T from "../protocol/transmission.js";
 import type { ByteQueue } from "./byte-queue.js";
@@ -24,52 +21,32 @@ import { replyBuffers } from "./buffer-pool.js";
 import { ReplyQueue } from "./reply-queue.js";
 import { ReplyWriter } from "./reply-writer.js";
 import { fdOf, type SocketReader } from "./socket-reader.js";
-import { checkRequest, stackFlags, type RequestLimits } from "./requests.js";
-import { objectArray } from "./object-array.js";
+import { blockStatusPayload, callStack, checkRequest, stackFlags, type RequestLimits } from "./requests.js";
+import { DirectWrite } from "./direct-write.js";
+import { FlowControl, MAX_QUEUED_REPLY_BYTES } from "./flow-control.js";
 
-/** What negotiation hands to transmission. */
-export interface Negotiated {
-  opened: Opened;
-  info: ExportInfo;
-  structuredReplies: boolean;
-  extendedHeaders: boolean;
-  /** The meta contexts the client selected, by id. */
-  metaContexts: { id: number; name: string }[];
-}
+import type { Negotiated, TransmissionOptions } from "./transmission-loop.js";
+export type { Negotiated, TransmissionOptions };
 
-export interface TransmissionOptions {
-  /** Requests in flight before reading pauses (-t). */
-  maxInFlight: number;
-  /** Payload bytes in flight before reading pauses. */
-  maxInFlightBytes: number;
-  /** Debug lines. */
-  log: (msg: string) => void;
-  /** A request failed (the connection rate-limits these lines). */
-  failed: (command: string, err: unknown) => void;
-  /** Phase events for the transmission machine. */
-  emit: (ev: TransmissionEvent) => void;
-}
-
-/** Replies queued and not yet taken by the client, before reading pauses. */
-export const MAX_QUEUED_REPLY_BYTES = 1024 * 1024;
+export { MAX_QUEUED_REPLY_BYTES };
 /** WRITE payloads this large are read straight into their buffer (socket-reader.ts). */
 const DIRECT_MIN = 16 * 1024;
 /** After a shutdown, the client counts as quiet once it sent nothing for this long. */
 const QUIET_MS = 100;
 
 export class Transmission {
-  inFlight = 0;
-  private inFlightBytes = 0;
+  /** Requests down the stack and not yet answered (the status page's figure). */
+  get inFlight(): number {
+    return this.flow.inFlight;
+  }
   requests = 0;
   errors = 0;
   readonly bytesRead = { value: 0 };
   readonly bytesWritten = { value: 0 };
   private reading = false;
   private refusing = false;
-  private paused = false;
   /** Payload bytes of a refused request still to throw away as they arrive. */
   private discard = 0;
-  private waitingDrain = false;
   private ended = false;
   private endReported = false;
   private readonly hdr = T.newRequestHeader();
@@ -77,18 +54,16 @@ export class Transmission {
   private readonly ctx: Context;
   /** The storage's memory, when the stack offers it (reads and large writes skip the stack's calls). */
   private readonly mem: DirectMemory | null;
-  /** Where a WRITE's payload is being read into (DirectMemory.target), and how far. */
-  private readonly targets: Buffer[] = objectArray();
-  private targetAt = 0;
-  private targetWrite: { cHi: number; cLo: number; offset: number; length: number } = { cHi: 0, cLo: 0, offset: 0, length: 0 };
-  private targetPinned = false;
+  /** Large WRITEs read straight into the storage's pages (a plain socket and DirectMemory.target). */
+  private readonly direct: DirectWrite | null;
   private readonly ext: boolean;
   private readonly headerSize: number;
   private readonly limits: RequestLimits;
   private readonly replies: ReplyQueue;
   /** Every reply's bytes: headers, chunks, data. */
   private readonly out: ReplyWriter;
-  private drainWaiters: (() => void)[] = objectArray();
+  /** In flight and back-pressure: when reading pauses and resumes. */
+  private readonly flow: FlowControl;
   private lastData = Date.now();
   /** Payload length of the last WRITE read in place (0: the last was small). */
   private lastWrite = 0;
@@ -96,7 +71,7 @@ export class Transmission {
   private guessed: Buffer | null = null;
 
   constructor(
-    private readonly socket: Duplex,
+    socket: Duplex,
     private readonly queue: ByteQueue,
     private readonly neg: Negotiated,
     private readonly o: TransmissionOptions,
@@ -110,8 +85,14 @@ export class Transmission {
     this.limits = { info: neg.info, structuredReplies: neg.structuredReplies, extendedHeaders: neg.extendedHeaders, contexts: neg.metaContexts.length };
     // Replies go to the fd itself when the socket reads through a SocketReader (a plain socket).
     this.replies = new ReplyQueue(socket, reader ? fdOf(socket) : -1);
-    this.replies.onFlush = () => this.afterFlush();
+    this.flow = new FlowControl(socket, this.replies, o, () => this.reading, () => this.pump());
     this.out = new ReplyWriter(this.replies, this.ctx, neg, this.bytesWritten);
+    const mem = this.mem;
+    this.direct = reader && mem?.target
+      ? new DirectWrite(mem as DirectMemory & Required<Pick<DirectMemory, "target">>, reader, this.headerSize, () => {
+          if (this.directDone()) this.pump();
+        })
+      : null;
     reader?.recycle();
   }
 
@@ -133,8 +114,7 @@ export class Transmission {
 
   /** Resolves once every request in flight has its reply queued. */
   awaitReplies(): Promise<void> {
-    if (this.inFlight === 0) return Promise.resolve();
-    return new Promise((r) => this.drainWaiters.push(r));
+    return this.flow.idle();
   }
 
   /** Resolves once nothing is in flight or half-received and the client has been quiet for a moment. */
@@ -143,7 +123,7 @@ export class Transmission {
       const check = () => {
         if (this.out.gone) return resolve();
         const quietFor = Date.now() - this.lastData;
-        if (this.inFlight === 0 && this.queue.length === 0 && this.discard === 0 && quietFor >= QUIET_MS) return resolve();
+        if (this.flow.inFlight === 0 && this.queue.length === 0 && this.discard === 0 && quietFor >= QUIET_MS) return resolve();
         setTimeout(check, Math.max(10, QUIET_MS - quietFor));
       };
       check();
@@ -184,10 +164,7 @@ export class Transmission {
   /** The socket is gone: nothing more is written. */
   clientClosed(): void {
     // A payload that was arriving into pages never will: they are let go.
-    if (this.targetPinned) {
-      this.targetPinned = false;
-      this.mem!.release();
-    }
+    this.direct?.abandon();
     this.out.gone = true;
     this.reading = false;
     this.replies.close();
@@ -202,7 +179,7 @@ export class Transmission {
     // A stream of large WRITEs (a copy): the next read goes into a buffer
     // that holds the next one whole, header and payload.
     const r = this.reader;
-    if (r && this.lastWrite >= DIRECT_MIN && this.queue.length === 0 && this.reading && !this.paused && !r.reading && !r.guessing) {
+    if (r && this.lastWrite >= DIRECT_MIN && this.queue.length === 0 && this.reading && !this.flow.paused && !r.reading && !r.guessing) {
       this.guessed = replyBuffers.get(this.headerSize + this.lastWrite);
       r.guessNext(this.guessed);
     }
@@ -212,7 +189,8 @@ export class Transmission {
     const q = this.queue;
     const H = this.headerSize;
     const hdr = this.hdr;
-    while (this.reading && !this.paused) {
+    const flow = this.flow;
+    while (this.reading && !flow.paused) {
       if (this.discard > 0) {
         const k = Math.min(this.discard, q.length);
         q.drop(k);
@@ -258,47 +236,20 @@ export class Transmission {
         continue;
       }
       const reader = this.reader;
-      const mem = this.mem;
+      const direct = this.direct;
       if (
-        reader && mem?.target && type === C.NBD_CMD_WRITE && payloadLen >= DIRECT_MIN && !this.refusing &&
+        direct && type === C.NBD_CMD_WRITE && payloadLen >= DIRECT_MIN && !this.refusing &&
         !(flags & C.NBD_CMD_FLAG_FUA) && checkRequest(this.limits, type, flags, offset, payloadLen) === 0
       ) {
         // The payload is read from the socket straight into the pages it
-        // writes (what is queued already is copied there first). FUA
-        // writes take the stack's path (its flush). Invalid ones too: they
-        // are answered with their error once the payload is consumed.
+        // writes (direct-write.ts). FUA writes take the stack's path (its
+        // flush). Invalid ones too: they are answered with their error
+        // once the payload is consumed.
         this.lastWrite = 0;
-        const t = this.targets;
-        t.length = 0;
-        mem.target(payloadLen, offset, t);
-        this.targetPinned = true;
-        const w = this.targetWrite;
-        w.cHi = cookieHi;
-        w.cLo = cookieLo;
-        w.offset = offset;
-        w.length = payloadLen;
         q.drop(H);
-        let have = Math.min(q.length, payloadLen);
-        this.targetAt = 0;
-        let filled = 0;
-        while (have > 0) {
-          const b = t[this.targetAt]!;
-          const k = Math.min(have, b.length - filled);
-          q.copyTo(filled === 0 && k === b.length ? b : b.subarray(filled, filled + k), 0, k);
-          q.drop(k);
-          have -= k;
-          filled += k;
-          if (filled === b.length) {
-            this.targetAt++;
-            filled = 0;
-          }
-        }
-        if (this.targetAt === t.length) {
-          if (!this.targetDone()) return;
-          continue;
-        }
-        this.fillTarget(reader, filled);
-        return;
+        if (!direct.begin(q, cookieHi, cookieLo, offset, payloadLen)) return;
+        if (!this.directDone()) return;
+        continue;
       }
       if (reader && type === C.NBD_CMD_WRITE && payloadLen >= DIRECT_MIN) {
         this.lastWrite = payloadLen;
@@ -349,32 +300,13 @@ export class Transmission {
     }
   }
 
-  /** The socket fills targets[targetAt...] (the first `filled` bytes of it are in), then the WRITE is done. */
-  private fillTarget(reader: SocketReader, filled: number): void {
-    const t = this.targets;
-    reader.direct(t[this.targetAt]!, filled, () => {
-      if (++this.targetAt < t.length) return this.fillTarget(reader, 0);
-      // The next read is the next request's header alone: a payload after
-      // it can go straight to its pages too, none of it through the arena.
-      reader.nextReadAtMost(this.headerSize);
-      if (this.targetDone()) this.pump();
-    });
-  }
-
-  /** A WRITE's payload is all in its pages: answered. False: nothing more is read. */
-  private targetDone(): boolean {
-    const w = this.targetWrite;
-    this.targetPinned = false;
-    this.mem!.written?.(w.length, w.offset);
-    this.mem!.release();
+  /** A direct WRITE's payload is all in its pages: answered. False: nothing more is read. */
+  private directDone(): boolean {
+    const w = this.direct!.finish();
     this.bytesRead.value += this.headerSize + w.length;
     this.requests++;
     this.out.ok(w.cHi, w.cLo, w.offset);
-    if (this.busy()) {
-      this.paused = true;
-      this.socket.pause();
-      this.awaitDrain();
-    }
+    this.flow.pauseIfBusy();
     return true;
   }
 
@@ -395,11 +327,7 @@ export class Transmission {
       return true;
     }
     this.dispatch(type, flags, cHi, cLo, offset, length, payload, pooled);
-    if (this.busy()) {
-      this.paused = true;
-      this.socket.pause();
-      this.awaitDrain();
-    }
+    this.flow.pauseIfBusy();
     return true;
   }
 
@@ -409,13 +337,8 @@ export class Transmission {
     let count = type === C.NBD_CMD_WRITE ? (payload?.length ?? length) : length;
     let ids: number[] | null = null;
     if (type === C.NBD_CMD_BLOCK_STATUS && flags & C.NBD_CMD_FLAG_PAYLOAD_LEN) {
-      // "The payload form MUST occupy 8 + n*4 bytes ... 64 bits, effect
-      // length; n * 32 bits, list of metacontext ids"; unknown or duplicate
-      // ids: "MUST gracefully consume the client's payload before failing
-      // with NBD_EINVAL".
-      const p = payload ? T.readBlockStatusPayload(payload, 0, payload.length) : null;
-      const known = new Set(this.neg.metaContexts.map((m) => m.id));
-      if (!p || p.ids.length === 0 || new Set(p.ids).size !== p.ids.length || !p.ids.every((i) => known.has(i))) {
+      const p = blockStatusPayload(payload, this.neg.metaContexts);
+      if (!p) {
         if (pooled) replyBuffers.put(pooled);
         this.out.error(type, C.NBD_EINVAL, "bad BLOCK_STATUS payload", cHi, cLo, offset);
         return;
@@ -443,36 +366,16 @@ export class Transmission {
     const f = stackFlags(type, flags);
     const ctx = this.ctx;
     const bytes = type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE ? count : 0;
-    this.inFlight++;
-    this.inFlightBytes += bytes;
+    this.flow.started(bytes);
     let p: Promise<unknown>;
-    switch (type) {
-      case C.NBD_CMD_READ:
-        p = this.out.read(flags, cHi, cLo, offset, count);
-        break;
-      case C.NBD_CMD_WRITE:
-        p = ctx.pwrite(payload!, offset, f);
-        break;
-      case C.NBD_CMD_FLUSH:
-        p = ctx.flush(f);
-        break;
-      case C.NBD_CMD_TRIM:
-        p = ctx.trim(count, offset, f);
-        break;
-      case C.NBD_CMD_WRITE_ZEROES:
-        p = ctx.zero(count, offset, f);
-        break;
-      case C.NBD_CMD_CACHE:
-        p = ctx.cache(count, offset, f);
-        break;
-      default: // NBD_CMD_BLOCK_STATUS (checkRequest refused anything else)
-        p = this.out.blockStatus(cHi, cLo, offset, count, f, ids);
-    }
+    if (type === C.NBD_CMD_READ) p = this.out.read(flags, cHi, cLo, offset, count);
+    else if (type === C.NBD_CMD_BLOCK_STATUS) p = this.out.blockStatus(cHi, cLo, offset, count, f, ids);
+    else p = callStack(ctx, type, payload, offset, count, f);
     p.then(
       () => {
         if (pooled) replyBuffers.put(pooled);
         if (type !== C.NBD_CMD_READ && type !== C.NBD_CMD_BLOCK_STATUS) this.out.ok(cHi, cLo, offset);
-        this.done(bytes);
+        this.flow.done(bytes);
       },
       (e: unknown) => {
         if (pooled) replyBuffers.put(pooled);
@@ -480,51 +383,8 @@ export class Transmission {
         this.o.failed(C.COMMAND_NAMES[type] ?? `command ${type}`, e);
         const errno = wireErrno(e, (flags & C.NBD_CMD_FLAG_FAST_ZERO) !== 0, (flags & C.NBD_CMD_FLAG_DF) !== 0);
         this.out.error(type, errno, errorMessage(e), cHi, cLo, offset);
-        this.done(bytes);
+        this.flow.done(bytes);
       },
     );
-  }
-
-  // ---- flow control
-
-  private done(bytes: number): void {
-    this.inFlight--;
-    this.inFlightBytes -= bytes;
-    if (this.inFlight === 0 && this.drainWaiters.length) for (const w of this.drainWaiters.splice(0)) w();
-    this.maybeResume();
-  }
-
-  /** Too many requests or payload bytes in flight, or too many reply bytes the client has not taken. */
-  private busy(): boolean {
-    return (
-      this.inFlight >= this.o.maxInFlight ||
-      this.inFlightBytes >= this.o.maxInFlightBytes ||
-      this.socket.writableLength + this.replies.pendingBytes >= MAX_QUEUED_REPLY_BYTES
-    );
-  }
-
-  /** Replies just moved from the queue to the socket: reading may resume, or must wait for 'drain'. */
-  private afterFlush(): void {
-    if (this.paused) this.maybeResume();
-  }
-
-  private awaitDrain(): void {
-    if (this.waitingDrain || this.socket.writableLength < MAX_QUEUED_REPLY_BYTES) return;
-    this.waitingDrain = true;
-    this.socket.once("drain", () => {
-      this.waitingDrain = false;
-      this.maybeResume();
-    });
-  }
-
-  private maybeResume(): void {
-    if (!this.paused || !this.reading) return;
-    if (this.busy()) {
-      this.awaitDrain();
-      return;
-    }
-    this.paused = false;
-    this.socket.resume();
-    this.pump();
   }
 }

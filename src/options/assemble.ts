@@ -13,7 +13,7 @@
 import { assign, raise, setup, type AnyStateMachine } from "xstate";
 import { declaredAction, declaredActor } from "../machines/effects.js";
 import { MAX_OPTIONS } from "../protocol/constants.js";
-import type { CurrentOption, Effects, IoOf, OptionRecord, OptionsContext, OptionsInput, OptionsIO, RepError } from "./record.js";
+import type { CurrentOption, Effects, IoOf, OptionRecord, OptionsContext, OptionsInput, RepError } from "./record.js";
 
 /** Options each listed export may cost on top of the budget (INFO, LIST/SET_META_CONTEXT for it). */
 export const OPTIONS_PER_LISTED_EXPORT = 4;
