@@ -113,7 +113,7 @@ export class ReplyQueue {
     } else {
       const s = this.socket;
       // Only with nothing pending in the stream: bytes written past it would overtake its own.
-      const at = this.fd >= 0 && s.writableLength === 0 && !s.destroyed ? this.writeDirect(parts) : 0;
+      const at = this.fd >= 0 && s.writableLength === 0 && !s.writableEnded && !s.destroyed ? this.writeDirect(parts) : 0;
       if (parts.length - at === 1) this.streamWrite(parts[at]!);
       else if (at < parts.length) {
         s.cork();
