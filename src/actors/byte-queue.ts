@@ -75,6 +75,16 @@ export class ByteQueue {
     return this.peek(i, 4).readUInt32BE(0);
   }
 
+  /** The chunk holding the read position (read in place at firstAt when contiguous() says so). */
+  get firstChunk(): Buffer {
+    return this.chunks[0]!;
+  }
+
+  /** The read position's offset in firstChunk. */
+  get firstAt(): number {
+    return this.head;
+  }
+
   /** True when the n bytes at the read position sit in one chunk (peek gives a view). */
   contiguous(n: number): boolean {
     return this.chunks.length > 0 && this.head + n <= this.chunks[0]!.length;

@@ -51,6 +51,7 @@ export class Transmission {
   private endReported = false;
   private readonly hdr = T.newRequestHeader();
   private readonly scratch = Buffer.allocUnsafe(T.EXTENDED_REQUEST_SIZE);
+  private readonly scratchFor = (): Buffer => this.scratch;
   private readonly ctx: Context;
   /** The storage's memory, when the stack offers it (reads and large writes skip the stack's calls). */
   private readonly mem: DirectMemory | null;
@@ -205,10 +206,13 @@ export class Transmission {
         return;
       }
       if (q.length < H) return this.outOfInput();
-      const head = q.peek(0, H, () => this.scratch);
-      if (!T.readRequest(head, 0, this.ext, hdr)) {
+      // Read in place when the header sits in one chunk (no view made per request), else gathered.
+      const inPlace = q.contiguous(H);
+      const hb = inPlace ? q.firstChunk : q.peek(0, H, this.scratchFor);
+      const hp = inPlace ? q.firstAt : 0;
+      if (!T.readRequest(hb, hp, this.ext, hdr)) {
         this.reading = false;
-        this.o.emit({ type: "FATAL", reason: `bad request magic 0x${head.readUInt32BE(0).toString(16)}` });
+        this.o.emit({ type: "FATAL", reason: `bad request magic 0x${hb.readUInt32BE(hp).toString(16)}` });
         return;
       }
       const { type, flags, offset, cookieHi, cookieLo } = hdr;
