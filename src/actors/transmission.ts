@@ -23,12 +23,9 @@ import { ReplyWriter } from "./reply-writer.js";
 import { fdOf, type SocketReader } from "./socket-reader.js";
 import { blockStatusPayload, callStack, checkRequest, stackFlags, type RequestLimits } from "./requests.js";
 import { DirectWrite } from "./direct-write.js";
-import { FlowControl, MAX_QUEUED_REPLY_BYTES } from "./flow-control.js";
-
+import { FlowControl } from "./flow-control.js";
 import type { Negotiated, TransmissionOptions } from "./transmission-loop.js";
-export type { Negotiated, TransmissionOptions };
 
-export { MAX_QUEUED_REPLY_BYTES };
 /** WRITE payloads this large are read straight into their buffer (socket-reader.ts). */
 const DIRECT_MIN = 16 * 1024;
 /** After a shutdown, the client counts as quiet once it sent nothing for this long. */
