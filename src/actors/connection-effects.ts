@@ -6,19 +6,13 @@
 // its actor and every machine it invokes share.
 
 import { fromPromise } from "xstate";
-import { assertProvided } from "../machines/effects.js";
+import { assertProvided, type SystemScopes } from "../machines/effects.js";
 import { connectionMachine } from "../machines/connection.js";
 import { transmissionMachine } from "../machines/transmission.js";
 import type { ConnectionSettings } from "./connection-settings.js";
-import { handshakeLogic, optionsLogic, type Negotiation, type Of } from "./negotiation.js";
+import { handshakeLogic, optionsLogic, type Negotiation } from "./negotiation.js";
 
-/**
- * What one connection's effects do. The machines are provided once per
- * server (building a provided machine walks its state tree: 3-4 ms per
- * connection on a 2-core machine); their effects find the connection's own
- * through the actor system, which its actor and every machine it invokes
- * share.
- */
+/** What one connection's effects do (connection.ts makes one per connection). */
 export interface ConnectionEffects {
   negotiation: Negotiation;
   preconnect(): Promise<void>;
@@ -34,12 +28,8 @@ export interface ConnectionEffects {
 }
 
 /** The connection machine with every effect provided, once per server (an option record nobody provides fails here, at start). */
-export function providedConnectionMachine(settings: ConnectionSettings, scopes: WeakMap<object, ConnectionEffects>): typeof connectionMachine {
-  const of: Of<ConnectionEffects> = ({ system }) => {
-    const e = scopes.get(system);
-    if (!e) throw new Error("no connection is registered for this actor system");
-    return e;
-  };
+export function providedConnectionMachine(settings: ConnectionSettings, scopes: SystemScopes<ConnectionEffects>): typeof connectionMachine {
+  const of = scopes.of;
   return assertProvided(
     connectionMachine.provide({
       actors: {

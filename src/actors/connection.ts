@@ -11,6 +11,7 @@ import type { Duplex } from "node:stream";
 import { errorMessage } from "../backend/errors.js";
 import type { ConnectionInfo } from "../backend/types.js";
 import type { connectionMachine } from "../machines/connection.js";
+import { SystemScopes } from "../machines/effects.js";
 import type { TransmissionEvent } from "../machines/transmission.js";
 import { BackendMessenger, type BackendReply } from "./backend.js";
 import { readerOf } from "./socket-reader.js";
@@ -29,7 +30,7 @@ const FAILURES_PER_SECOND = 5;
 const DEFAULT_FLUSH_TIMEOUT_MS = 30_000;
 
 export function connectionLogic(settings: ConnectionSettings, registry: Map<string, () => ConnectionStatus>) {
-  const scopes = new WeakMap<object, ConnectionEffects>();
+  const scopes = new SystemScopes<ConnectionEffects>("connection");
   const machine = providedConnectionMachine(settings, scopes);
   return fromCallback<{ type: "SHUTDOWN" } | BackendReply, ConnectionInput>((args) => {
     // A connection that cannot even start is one line and one closed
@@ -190,7 +191,6 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
     };
 
     // ---- the effects the machines name, for this connection
-    let loop: TransmissionLoop | null = null;
     const emit = (ev: TransmissionEvent) => {
       const child = actor.getSnapshot().children.transmission as AnyActorRef | undefined;
       // Outside the machine's own transition (the loop may report from inside an effect).
@@ -225,17 +225,17 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
       startServing: () => {
         const neg = negotiatedOf();
         if (handOff(neg)) {
-          loop = tx = remote;
+          tx = remote;
           queueMicrotask(() => remote!.start());
           return;
         }
-        loop = tx = new Transmission(stream, queue, neg, {
+        const loop = (tx = new Transmission(stream, queue, neg, {
           maxInFlight: settings.maxInFlight,
           maxInFlightBytes: settings.maxInFlightBytes,
           log: (m) => settings.log(`${id}: ${m}`),
           failed,
           emit,
-        }, readerOf(stream));
+        }, readerOf(stream)));
         if (stream.destroyed) {
           loop.clientClosed();
           emit({ type: "CLIENT_CLOSED" });
@@ -243,14 +243,14 @@ export function connectionLogic(settings: ConnectionSettings, registry: Map<stri
         }
         // Requests the client pipelined behind NBD_OPT_GO are already queued.
         queueMicrotask(() => {
-          loop!.start();
-          if (queue.ended) loop!.inputEnded();
+          loop.start();
+          if (queue.ended) loop.inputEnded();
         });
       },
-      refuseRequests: () => loop?.refuse(),
-      stopReading: () => loop?.stopReading(),
-      awaitReplies: () => loop?.awaitReplies() ?? Promise.resolve(),
-      awaitQuiet: () => loop?.awaitQuiet() ?? Promise.resolve(),
+      refuseRequests: () => tx?.refuse(),
+      stopReading: () => tx?.stopReading(),
+      awaitReplies: () => tx?.awaitReplies() ?? Promise.resolve(),
+      awaitQuiet: () => tx?.awaitQuiet() ?? Promise.resolve(),
       closeExport: async (finalize) => {
         const n = actor.getSnapshot().context.negotiated;
         if (!n?.chosen) return;

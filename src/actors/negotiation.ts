@@ -7,7 +7,7 @@ import { fromPromise, type AnyStateMachine } from "xstate";
 import type { Duplex } from "node:stream";
 import { handshakeMachine } from "../machines/handshake.js";
 import { optionsMachine } from "../machines/options.js";
-import { assertProvided } from "../machines/effects.js";
+import { assertProvided, type Of } from "../machines/effects.js";
 import { builtinOptions, optionEffects, optionEvent, type OptionRecord, type OptionsIO } from "../options/index.js";
 import { assembleOptionsMachine, ClientGone } from "../options/assemble.js";
 import * as C from "../protocol/constants.js";
@@ -32,9 +32,6 @@ export interface HandshakeSettings {
   /** --mask-handshake=MASK: the handshake flags sent are the default ones & MASK. */
   maskHandshake?: number;
 }
-
-/** Where an effect finds its connection: from the actor system it runs in (see IoOf in options/record.ts). */
-export type Of<T> = (scope: { system: object }) => T;
 
 /**
  * The handshake machine with its effects, provided once per server: each

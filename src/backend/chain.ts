@@ -7,7 +7,7 @@
 // prepare first prepares the one below), finalize then close outer->inner.
 
 import { createActor, fromPromise, waitFor, type Actor, type InspectionEvent } from "xstate";
-import { assertProvided } from "../machines/effects.js";
+import { assertProvided, SystemScopes } from "../machines/effects.js";
 import { contextMachine } from "../machines/context.js";
 import { BackendContext } from "./context.js";
 import type { LayerOps, OpenRequest } from "./layer-ops.js";
@@ -24,12 +24,7 @@ export interface LayerNode {
 }
 
 /** The handle each context actor runs for, by the actor's system. */
-const runners = new WeakMap<object, Opened>();
-const runnerOf = (system: object): Opened => {
-  const r = runners.get(system);
-  if (!r) throw new Error("context machine: no handle for this actor");
-  return r;
-};
+const runners = new SystemScopes<Opened>("context machine handle");
 let provided: typeof contextMachine | undefined;
 
 /**
@@ -41,10 +36,10 @@ function providedContextMachine(): typeof contextMachine {
   provided ??= assertProvided(
     contextMachine.provide({
       actors: {
-        open: fromPromise(({ system }) => runnerOf(system).doOpen()),
-        prepare: fromPromise(({ system }) => runnerOf(system).doPrepare()),
-        finalize: fromPromise(({ system }) => runnerOf(system).doFinalize()),
-        close: fromPromise(({ system }) => runnerOf(system).doClose()),
+        open: fromPromise(({ system }) => runners.of({ system }).doOpen()),
+        prepare: fromPromise(({ system }) => runners.of({ system }).doPrepare()),
+        finalize: fromPromise(({ system }) => runners.of({ system }).doFinalize()),
+        close: fromPromise(({ system }) => runners.of({ system }).doClose()),
       },
     }),
   );

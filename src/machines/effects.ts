@@ -48,6 +48,30 @@ function isMachine(v: unknown): v is AnyStateMachine {
   return typeof v === "object" && v !== null && "implementations" in v && "root" in v;
 }
 
+/**
+ * Where an effect of a machine provided once (not per run) finds what its
+ * run works on: a root actor and every machine it invokes share one actor
+ * system, and XState passes it to every action and actor (`args.system`).
+ */
+export type Of<T> = (args: { system: object }) => T;
+
+/** What each root actor's run works on, by its actor system (held no longer than the system). */
+export class SystemScopes<T> {
+  private readonly bySystem = new WeakMap<object, T>();
+  constructor(private readonly what: string) {}
+
+  set(system: object, value: T): void {
+    this.bySystem.set(system, value);
+  }
+
+  /** The run's value; an effect run outside a registered system is a bug, said plainly. */
+  readonly of: Of<T> = ({ system }) => {
+    const v = this.bySystem.get(system);
+    if (v === undefined) throw new Error(`no ${this.what} is registered for this actor system`);
+    return v;
+  };
+}
+
 /** Throw unless every declared effect of `machine` is provided (runners call this once). */
 export function assertProvided<M extends AnyStateMachine>(machine: M): M {
   const missing = unprovided(machine);

@@ -10,6 +10,7 @@
 // before its switch.
 
 import type { Opened } from "../backend/chain.js";
+import type { Of } from "../machines/effects.js";
 import type { ExportEntry, ListParams } from "../backend/types.js";
 import type { ExportInfo } from "./export-info.js";
 
@@ -123,7 +124,7 @@ export type Effects = { actions?: Record<string, unknown>; actors?: Record<strin
  * connection's IO from the actor system it runs in (every actor of one
  * connection shares one system), `io(args)` with the args XState passes.
  */
-export type IoOf = (args: { system: object }) => OptionsIO;
+export type IoOf = Of<OptionsIO>;
 
 export interface OptionRecord {
   /** The NBD_OPT_* number. */
